@@ -1,0 +1,67 @@
+"""Quickstart: SimCLR pretraining on scikit-learn's real 8x8 digits, then a linear probe.
+
+Runs in about 2 minutes on 2 CPU cores with no download (the digits ship inside scikit-learn) and
+prints linear-probe accuracy of the random-init encoder vs the pretrained one on the held-out test
+split (logistic regression on frozen, standardised features; train split 1,257 / test 360 images).
+
+    python examples/quickstart.py [--epochs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import lightning as L
+import torch
+
+from lightning_ssl.data import ImageDataModule
+from lightning_ssl.encoders import TimmEncoder
+from lightning_ssl.evaluation import extract_features, linear_probe
+from lightning_ssl.methods import SimCLR
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    L.seed_everything(args.seed, verbose=False)
+    start = time.time()
+
+    # Digits are 8x8: gentle crops, no flips (a flipped digit is another symbol), views made batched.
+    data = ImageDataModule(
+        "digits",
+        recipe="simclr",
+        batch_size=128,
+        num_workers=0,
+        device_augmentation=True,
+        view_overrides={"scale": [0.4, 1.0], "hflip_p": 0.0, "grayscale_p": 0.0},
+    )
+    # zero_init_last=False: with timm's zero-initialised residual branches the random-init baseline is
+    # nearly degenerate on 8x8 inputs (feature rank ~80), which would flatter pretraining.
+    encoder = TimmEncoder("resnet18", in_chans=1, small_stem=True, model_kwargs={"zero_init_last": False})
+    random_init = copy.deepcopy(encoder)
+    model = SimCLR(encoder, proj_hidden_dim=512, proj_out_dim=128, temperature=0.5, lr=2e-3,
+                   weight_decay=1e-4, warmup_epochs=1)
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, limit_val_batches=0, log_every_n_steps=5)
+    trainer.fit(model, data)
+
+    data.setup("test")
+    train_loader = data.labelled_train_dataloader()
+    rows = []
+    for name, enc in (("random init", random_init), ("SimCLR pretrained", encoder)):
+        tr_x, tr_y = extract_features(enc, train_loader)
+        te_x, te_y = extract_features(enc, data.test_dataloader())
+        rows.append((name, linear_probe(tr_x, tr_y, te_x, te_y)))
+    print(f"\nLinear probe on frozen features, digits test split ({rows[0][1]['n_test']} images, 10 classes, chance 0.10)")
+    print(f"{'encoder':<20} {'accuracy':>9} {'bal. acc':>9}")
+    for name, r in rows:
+        print(f"{name:<20} {r['acc']:>9.3f} {r['balanced_acc']:>9.3f}")
+    print(f"({args.epochs} epochs, {time.time() - start:.0f} s, torch {torch.__version__})")
+
+
+if __name__ == "__main__":
+    main()

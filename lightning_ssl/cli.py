@@ -1,0 +1,60 @@
+"""``lightning-ssl``: LightningCLI entry point.
+
+``lightning-ssl fit|validate|test|predict --config configs/...yaml`` with methods (subclasses of
+:class:`~lightning_ssl.methods.SSLMethod`) and datamodules selectable by class name, and
+``lightning-ssl export --ckpt ... --out encoder.pt`` to write the trained encoder.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+import lightning_ssl.callbacks  # noqa: F401  (register callbacks for class-name lookup)
+import lightning_ssl.data  # noqa: F401
+import lightning_ssl.encoders  # noqa: F401
+from lightning_ssl.methods import SSLMethod
+
+USAGE = """usage: lightning-ssl {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]
+       lightning-ssl export --ckpt CHECKPOINT.ckpt --out encoder.pt [--teacher]
+
+Methods: SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO (--model NAME).
+Datamodules: ImageDataModule (--data NAME). `lightning-ssl fit --help` lists every option;
+`--print_config` prints the resolved config."""
+
+
+class SSLCLI(LightningCLI):
+    """LightningCLI with SSL methods and datamodules in subclass mode."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            SSLMethod,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from_python = argv is not None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        from lightning_ssl.export import main as export_main
+
+        return export_main(argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        if not argv:
+            return 2
+    SSLCLI(args=argv if from_python else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

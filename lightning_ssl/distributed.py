@@ -1,0 +1,67 @@
+"""The only module that talks to ``torch.distributed``.
+
+Losses with batch statistics (contrastive negatives, cross-correlation, covariance, centering) must
+see the *global* batch. :func:`gather_with_grad` concatenates every rank's tensor and keeps the
+autograd graph (``torch.distributed.nn.functional.all_gather``), so that a loss computed on the
+gathered batch has the same value on every rank and, after DDP's gradient averaging, the same
+gradients as one process on the concatenated batch. A gather without autograd gives gradients
+scaled by ``1 / world_size``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """True when a default process group is initialised with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along dim 0, differentiably.
+
+    Every rank must pass a tensor of the same shape (train loaders use ``drop_last=True``).
+    Identity when not distributed.
+    """
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along dim 0 without autograd (teacher outputs, buffers)."""
+    if not is_distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+@torch.no_grad()
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum of ``x`` over ranks (a new tensor; ``x`` is left unchanged)."""
+    if not is_distributed():
+        return x.clone()
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y
+
+
+@torch.no_grad()
+def all_reduce_mean(x: Tensor) -> Tensor:
+    """Mean of ``x`` over ranks (a new tensor)."""
+    return all_reduce_sum(x) / world_size()

@@ -1,0 +1,32 @@
+"""Self-supervised losses: pure functions and thin ``nn.Module`` wrappers, one file per family.
+
+Every loss that uses batch statistics (contrastive negatives, cross-correlation, covariance)
+takes ``gather: bool = True`` and, under DDP, computes the full loss of the global batch on every
+rank (inputs gathered with :func:`lightning_ssl.distributed.gather_with_grad`), so that loss values
+and gradients equal those of one process on the concatenated batch.
+"""
+
+from lightning_ssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, cross_correlation
+from lightning_ssl.losses.byol import BYOLLoss, NegativeCosineSimilarity, byol_loss, negative_cosine_similarity
+from lightning_ssl.losses.dino import DINOLoss, dino_teacher_temperature
+from lightning_ssl.losses.moco import MoCoV3Loss, mocov3_loss
+from lightning_ssl.losses.nt_xent import NTXentLoss, nt_xent_loss
+from lightning_ssl.losses.vicreg import VICRegLoss, vicreg_loss
+
+__all__ = [
+    "BYOLLoss",
+    "BarlowTwinsLoss",
+    "DINOLoss",
+    "MoCoV3Loss",
+    "NTXentLoss",
+    "NegativeCosineSimilarity",
+    "VICRegLoss",
+    "barlow_twins_loss",
+    "byol_loss",
+    "cross_correlation",
+    "dino_teacher_temperature",
+    "mocov3_loss",
+    "negative_cosine_similarity",
+    "nt_xent_loss",
+    "vicreg_loss",
+]

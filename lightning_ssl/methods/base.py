@@ -1,0 +1,271 @@
+"""The modality-agnostic SSL method: a LightningModule around an encoder it is given.
+
+A method is an objective plus heads. The base class owns everything the objectives share: the
+multi-view forward, the projection/prediction heads, the step-output contract read by callbacks,
+optimizer and scheduler set-up (SGD, AdamW, LARS; warm-up + cosine; opt-in learning-rate scaling),
+logging, and the checks that stop a run early with a clear message. Subclasses implement
+:meth:`SSLMethod.compute_loss` and, where they need to, override one small hook
+(:meth:`project`, :meth:`predict`, :meth:`encode_views`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from lightning_ssl import distributed as dist
+from lightning_ssl.data.batch import SSLBatch
+from lightning_ssl.optim import (
+    WarmupCosineSchedule,
+    build_optimizer,
+    param_groups_no_weight_decay,
+    scale_learning_rate,
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss is NaN or infinite; checkpoints written before are untouched."""
+
+
+@dataclass
+class ViewOutputs:
+    """What :meth:`SSLMethod.compute_loss` receives for one training batch.
+
+    ``embeddings[i]`` is the encoder output of view ``i`` (rows restricted by ``batch.mask``),
+    ``projections[i]`` the projector output of the same view.
+    """
+
+    embeddings: list[Tensor]
+    projections: list[Tensor]
+    batch: SSLBatch
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def as_ssl_batch(batch: Any) -> SSLBatch:
+    """Accept an :class:`SSLBatch`, a dict with its keys, or an ``(views, target)`` tuple."""
+    if isinstance(batch, SSLBatch):
+        return batch
+    if isinstance(batch, dict) and "views" in batch:
+        return SSLBatch(**{k: batch.get(k) for k in ("views", "target", "mask", "index")})
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        views, target = batch
+        return SSLBatch(views=list(views) if isinstance(views, (tuple, list)) else [views], target=target)
+    raise TypeError(
+        f"A method expects an SSLBatch (or a dict with 'views'); got {type(batch).__name__}. "
+        "Use one of the lightning_ssl datamodules or return SSLBatch from your collate function."
+    )
+
+
+class SSLMethod(L.LightningModule):
+    """Base class of all SSL methods.
+
+    Args:
+        encoder: ``nn.Module`` with ``forward(view) -> [N, out_dim]`` and an ``out_dim`` attribute.
+        optimizer: ``"sgd"``, ``"adamw"`` or ``"lars"`` (You et al. 2017).
+        lr: base learning rate (before optional scaling).
+        weight_decay: applied to weights only; biases and norm parameters get none (and no LARS
+            adaptation) when ``exclude_bias_and_norm``.
+        momentum: SGD/LARS momentum.
+        warmup_epochs: linear warm-up length (fractions allowed), then cosine decay to
+            ``lr * min_lr_factor`` at the last step.
+        lr_scaling: ``"none"`` (default), ``"linear"`` (lr x B/256, Goyal et al. 2017) or ``"sqrt"``;
+            B is the global batch size. The scaled value is logged as ``train/lr_scaled``.
+        reference_batch_size: the B in the scaling rule's denominator.
+    """
+
+    #: number of leading views a training batch must carry
+    min_views: int = 2
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        momentum: float = 0.9,
+        warmup_epochs: float = 10.0,
+        min_lr_factor: float = 0.0,
+        lr_scaling: str = "none",
+        reference_batch_size: int = 256,
+        exclude_bias_and_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}.")
+        if not isinstance(getattr(encoder, "out_dim", None), int):
+            raise ValueError(
+                f"{type(encoder).__name__} has no integer `out_dim`; every encoder must expose the width "
+                "of its output (see lightning_ssl.encoders)."
+            )
+        self.save_hyperparameters(ignore=["encoder"])
+        self.encoder = encoder
+        self.projector: nn.Module = nn.Identity()
+        self.predictor: nn.Module = nn.Identity()
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def forward(self, x: Any) -> Tensor:
+        """The representation downstream tasks use: the encoder output."""
+        return self.encoder(x)
+
+    def project(self, h: Tensor) -> Tensor:
+        """Projector head on encoder outputs."""
+        return self.projector(h)
+
+    def predict(self, z: Tensor) -> Tensor:
+        """Predictor head on projections (BYOL, SimSiam, MoCo v3); identity elsewhere."""
+        return self.predictor(z)
+
+    def compute_loss(self, out: ViewOutputs) -> Tensor | dict[str, Tensor]:
+        """The objective. Return the loss, or a dict with ``loss`` and parts logged as ``train/<key>``."""
+        raise NotImplementedError
+
+    def encode_views(self, views: list[Any], module: nn.Module | None = None) -> list[Tensor]:
+        """Run ``module`` (default: the encoder) over every view.
+
+        Tensor views of the same shape go through in one forward pass (multi-crop resolutions are
+        grouped, as in DINO); other views (PyG batches) are encoded one by one.
+        """
+        module = self.encoder if module is None else module
+        out: list[Tensor | None] = [None] * len(views)
+        groups: dict[tuple, list[int]] = {}
+        for i, v in enumerate(views):
+            if isinstance(v, Tensor):
+                groups.setdefault(tuple(v.shape), []).append(i)
+            else:
+                out[i] = module(v)
+        for idx in groups.values():
+            h = module(torch.cat([views[i] for i in idx], dim=0))
+            for i, chunk in zip(idx, h.chunk(len(idx), dim=0)):
+                out[i] = chunk
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def apply_mask(x: Tensor, batch: SSLBatch) -> Tensor:
+        """Keep the rows that count (``batch.mask``), e.g. seed nodes of a sampled subgraph."""
+        return x if batch.mask is None else x[batch.mask]
+
+    # ------------------------------------------------------------------ Lightning steps
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        batch = as_ssl_batch(batch)
+        if len(batch.views) < self.min_views:
+            raise ValueError(
+                f"{type(self).__name__} needs >= {self.min_views} views per training batch, got "
+                f"{len(batch.views)}. Use a multi-view recipe in the datamodule (e.g. recipe: simclr)."
+            )
+        h = [self.apply_mask(x, batch) for x in self.encode_views(batch.views)]
+        z = [self.project(x) for x in h]
+        result = self.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch))
+        parts = result if isinstance(result, dict) else {"loss": result}
+        loss = parts["loss"]
+        self._check_finite(loss, batch_idx)
+        bs = h[0].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for key, value in parts.items():
+            if key != "loss":
+                self.log(f"train/{key}", value, batch_size=bs)
+        opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
+        if opt is not None and hasattr(opt, "param_groups"):
+            self.log("train/lr", opt.param_groups[0]["lr"], batch_size=bs)
+        return {
+            "loss": loss,
+            "embeddings": h[0].detach(),
+            "projections": z[0].detach(),
+            "target": self.apply_mask(batch.target, batch) if batch.target is not None else None,
+        }
+
+    def _eval_step(self, batch: Any) -> dict[str, Any]:
+        batch = as_ssl_batch(batch)
+        h = self.apply_mask(self(batch.views[0]), batch)
+        target = self.apply_mask(batch.target, batch) if batch.target is not None else None
+        return {"embeddings": h, "target": target}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch)
+
+    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        bad = (~torch.isfinite(loss.detach())).float()
+        if dist.is_distributed():
+            bad = dist.all_reduce_sum(bad)
+        if bad.item() > 0:
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: non-finite training loss ({loss.item()}) at global step "
+                f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}). Training stopped; "
+                "checkpoints written before this step are left as they were. Likely fixes: lower the "
+                "learning rate, add warm-up or gradient clipping (trainer.gradient_clip_val), check the "
+                "data for NaN/inf, or use 32-bit precision."
+            )
+
+    # ------------------------------------------------------------------ set-up checks
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_ch = getattr(dm, "num_channels", None)
+        enc_ch = getattr(self.encoder, "in_chans", None)
+        if data_ch is not None and enc_ch is not None and data_ch != enc_ch:
+            raise ValueError(
+                f"Channel mismatch: the data has {data_ch} channel(s) but the encoder "
+                f"{type(self.encoder).__name__} expects {enc_ch}. Set `model.encoder.init_args.in_chans: "
+                f"{data_ch}` (or the datamodule's `channels` option)."
+            )
+
+    def global_batch_size(self) -> int | None:
+        """Batch size x devices x accumulation, when the datamodule exposes ``batch_size``."""
+        dm = getattr(self.trainer, "datamodule", None)
+        bs = getattr(dm, "batch_size", None)
+        if bs is None:
+            return None
+        return int(bs) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        lr = hp.lr
+        if hp.lr_scaling != "none":
+            batch = self.global_batch_size()
+            if batch is None:
+                raise ValueError(
+                    f"lr_scaling={hp.lr_scaling!r} needs the batch size, but the datamodule has no "
+                    "`batch_size` attribute. Set lr_scaling: none and give the learning rate directly."
+                )
+            lr = scale_learning_rate(hp.lr, batch, hp.lr_scaling, hp.reference_batch_size)
+            self.print(f"[lightning_ssl] lr scaled ({hp.lr_scaling}) for global batch {batch}: {hp.lr} -> {lr:.6g}")
+        self.scaled_lr = lr
+        if hp.exclude_bias_and_norm:
+            groups = param_groups_no_weight_decay(self, hp.weight_decay)
+        else:
+            groups = [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
+        optimizer = build_optimizer(hp.optimizer, groups, lr=lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1) if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        warmup = min(total, int(round(hp.warmup_epochs * total / epochs)))
+        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=warmup, total_steps=total, final_factor=hp.min_lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        if getattr(self, "scaled_lr", None) is not None and self.hparams.lr_scaling != "none":
+            for logger in self.loggers:
+                logger.log_metrics({"train/lr_scaled": float(self.scaled_lr)}, step=self.global_step)
+
+    # ------------------------------------------------------------------ export metadata
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        spec = {"class": f"{type(self.encoder).__module__}.{type(self.encoder).__qualname__}"}
+        for key in ("name", "in_chans", "small_stem"):
+            if hasattr(self.encoder, key):
+                spec[key] = getattr(self.encoder, key)
+        checkpoint["lightning_ssl_encoder"] = spec
+
+
+def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
+    """Cosine interpolation from ``start`` (step 0) to ``end`` (``total_steps``), clamped."""
+    t = min(max(step / max(1, total_steps), 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * t) + 1) / 2

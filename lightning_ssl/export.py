@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output file, e.g. encoder.pt")
     parser.add_argument("--teacher", action="store_true", help="export the EMA teacher's encoder (BYOL, MoCo v3, DINO)")
     args = parser.parse_args(argv)
-    spec = export_encoder(args.ckpt, args.out, teacher=args.teacher)
+    try:
+        spec = export_encoder(args.ckpt, args.out, teacher=args.teacher)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     print(f"wrote {args.out} ({spec['num_tensors']} tensors, {spec['kind']} {spec.get('name', '')}) and {args.out}.json")
     if spec["kind"] in ("timm", "torchvision"):
         print(

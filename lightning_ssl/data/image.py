@@ -30,6 +30,7 @@ from lightning_ssl.data.image_transforms import (
     RECIPES,
     DeviceAugmentation,
     MultiViewTransform,
+    ViewSpec,
     base_transform,
     default_stats,
     eval_transform,
@@ -66,8 +67,9 @@ class ImageSamples(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.images[i], (int(self.labels[i]) if self.labels is not None else -1)
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor | int]:
+        # a scalar label, or a vector for multi-label files (ChestMNIST); -1 when unlabelled
+        return self.images[i], (self.labels[i] if self.labels is not None else -1)
 
 
 class _Transformed(Dataset):
@@ -79,10 +81,10 @@ class _Transformed(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+    def __getitem__(self, i: int) -> tuple[Any, Tensor, int]:
         image, label = self.base[i]
         image = _to_channels(image, self.channels)
-        return self.transform(image), int(label), i
+        return self.transform(image), torch.as_tensor(label, dtype=torch.long), i
 
 
 def _to_channels(image: Any, channels: int | None) -> Any:
@@ -229,8 +231,14 @@ class ImageDataModule(L.LightningDataModule):
         name = dataset.lower()
         if name not in DATASETS:
             raise ValueError(f"Unknown dataset {dataset!r}. Valid names: {list(DATASETS)}.")
+        recipe = recipe.lower()
         if recipe not in RECIPES:
             raise ValueError(f"Unknown recipe {recipe!r}. Valid recipes: {list(RECIPES)}.")
+        unknown = sorted(set(view_overrides or {}) - {f.name for f in dataclasses.fields(ViewSpec)})
+        if unknown:
+            raise ValueError(
+                f"Unknown view_overrides {unknown}; valid fields: {sorted(f.name for f in dataclasses.fields(ViewSpec))}."
+            )
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or null, got {channels}.")
         if batch_size < 1:
@@ -281,7 +289,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def view_specs(self) -> list:
         specs = make_recipe(
-            self.hparams.recipe,
+            self.hparams.recipe.lower(),
             self.image_size,
             num_local_crops=self.hparams.num_local_crops,
             local_size=self.hparams.local_size,
@@ -289,10 +297,6 @@ class ImageDataModule(L.LightningDataModule):
         )
         overrides = dict(self.hparams.view_overrides or {})
         if overrides:
-            valid = {f.name for f in dataclasses.fields(specs[0])}
-            unknown = sorted(set(overrides) - valid)
-            if unknown:
-                raise ValueError(f"Unknown view_overrides {unknown}; valid fields: {sorted(valid)}.")
             for key in ("scale", "ratio", "blur_sigma"):
                 if key in overrides:
                     overrides[key] = tuple(overrides[key])
@@ -430,7 +434,10 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
         if self.device_aug is not None and trainer is not None and trainer.training and isinstance(batch, SSLBatch):
-            batch.views = self.device_aug(batch.views[0])
+            images = batch.views[0]
+            if self.device_aug.mean.device != images.device:  # else mean/std are copied (with a sync) per view
+                self.device_aug.to(images.device)
+            batch.views = self.device_aug(images)
         return batch
 
 
@@ -441,6 +448,6 @@ def collate_views(samples: list[tuple[Any, int, int]]) -> SSLBatch:
         views = [torch.stack([s[0][v] for s in samples]) for v in range(len(first))]
     else:
         views = [torch.stack([s[0] for s in samples])]
-    target = torch.tensor([s[1] for s in samples], dtype=torch.long)
+    target = torch.stack([torch.as_tensor(s[1], dtype=torch.long) for s in samples])
     index = torch.tensor([s[2] for s in samples], dtype=torch.long)
     return SSLBatch(views=views, target=target, index=index)

@@ -69,7 +69,9 @@ class TimmEncoder(nn.Module):
         import timm
 
         if not timm.is_model(name):
-            close = timm.list_models(f"*{name.split('_')[0]}*")[:20]
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), timm.list_models(), n=10, cutoff=0.6)
             raise ValueError(
                 f"Unknown timm model {name!r}. Similar names: {close}. See timm.list_models() for all."
             )

@@ -21,11 +21,15 @@ from torch import Tensor, nn
 from lightning_ssl import distributed as dist
 from lightning_ssl.data.batch import SSLBatch
 from lightning_ssl.optim import (
+    LR_SCALING_RULES,
     WarmupCosineSchedule,
     build_optimizer,
     param_groups_no_weight_decay,
     scale_learning_rate,
 )
+
+
+OPTIMIZERS = ("sgd", "adamw", "lars")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -102,10 +106,15 @@ class SSLMethod(L.LightningModule):
                 f"{type(encoder).__name__} has no integer `out_dim`; every encoder must expose the width "
                 "of its output (see lightning_ssl.encoders)."
             )
+        if optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}.")
+        if lr_scaling not in LR_SCALING_RULES:
+            raise ValueError(f"Unknown lr_scaling {lr_scaling!r}; valid rules: {', '.join(LR_SCALING_RULES)}.")
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
         self.projector: nn.Module = nn.Identity()
         self.predictor: nn.Module = nn.Identity()
+        self._pending_losses: list[tuple[Tensor, int]] = []
 
     # ------------------------------------------------------------------ hooks for subclasses
     def forward(self, x: Any) -> Tensor:
@@ -162,7 +171,7 @@ class SSLMethod(L.LightningModule):
         result = self.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch))
         parts = result if isinstance(result, dict) else {"loss": result}
         loss = parts["loss"]
-        self._check_finite(loss, batch_idx)
+        self._pending_losses.append((loss.detach(), batch_idx))  # checked in on_before_optimizer_step
         bs = h[0].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for key, value in parts.items():
@@ -193,15 +202,26 @@ class SSLMethod(L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch)
 
-    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
-        bad = (~torch.isfinite(loss.detach())).float()
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # The finiteness check needs one host sync; here, after backward, the accelerator has no work
+        # left to overlap, and the optimizer has not stepped yet, so a bad step changes nothing on disk.
+        pending, self._pending_losses = self._pending_losses, []
+        if pending:
+            self._check_finite(torch.stack([loss for loss, _ in pending]), [idx for _, idx in pending])
+
+    def _check_finite(self, losses: Tensor, batch_indices: list[int]) -> None:
+        """Raise :class:`NonFiniteLossError` if any loss of this optimizer step (on any rank) is NaN/inf."""
+        bad = (~torch.isfinite(losses)).float()
+        count = bad.sum()
         if dist.is_distributed():
-            bad = dist.all_reduce_sum(bad)
-        if bad.item() > 0:
+            count = dist.all_reduce_sum(count)
+        if count.item() > 0:
+            first = int(bad.nonzero()[0]) if bad.any() else 0
+            where = f"batch {batch_indices[first]}" if bad.any() else "on another rank"
             raise NonFiniteLossError(
-                f"{type(self).__name__}: non-finite training loss ({loss.item()}) at global step "
-                f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}). Training stopped; "
-                "checkpoints written before this step are left as they were. Likely fixes: lower the "
+                f"{type(self).__name__}: non-finite training loss ({losses[first].item()}) at global step "
+                f"{self.global_step} (epoch {self.current_epoch}, {where}). Training stopped before the optimizer "
+                "step; checkpoints written before this step are left as they were. Likely fixes: lower the "
                 "learning rate, add warm-up or gradient clipping (trainer.gradient_clip_val), check the "
                 "data for NaN/inf, or use 32-bit precision."
             )
@@ -245,11 +265,25 @@ class SSLMethod(L.LightningModule):
         else:
             groups = [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
         optimizer = build_optimizer(hp.optimizer, groups, lr=lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = max(1, self.trainer.max_epochs or 1) if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = min(total, int(round(hp.warmup_epochs * total / epochs)))
+        total = self.total_steps()
+        batches = self.trainer.num_training_batches
+        if not (math.isfinite(batches) and batches > 0):  # max_steps runs: the loader is not read yet
+            self.trainer.fit_loop.setup_data()
+            batches = self.trainer.num_training_batches
+        per_epoch = batches / self.trainer.accumulate_grad_batches if math.isfinite(batches) and batches > 0 else total
+        warmup = min(total, int(round(hp.warmup_epochs * per_epoch)))
         scheduler = WarmupCosineSchedule(optimizer, warmup_steps=warmup, total_steps=total, final_factor=hp.min_lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (the length of the cosine schedules)."""
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                "The warm-up + cosine schedule needs a finite run, but trainer.max_epochs and trainer.max_steps "
+                "are both unlimited. Set trainer.max_epochs or trainer.max_steps."
+            )
+        return max(1, int(total))
 
     def on_train_start(self) -> None:
         if getattr(self, "scaled_lr", None) is not None and self.hparams.lr_scaling != "none":

@@ -64,13 +64,17 @@ class MomentumSSLMethod(SSLMethod):
             for ps, pt in zip(student.parameters(), teacher.parameters()):
                 pt.mul_(self.tau).add_(ps.detach(), alpha=1.0 - self.tau)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        accumulate = self.trainer.accumulate_grad_batches
-        if (batch_idx + 1) % accumulate != 0:
-            return
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # The EMA update runs right after the optimizer step, not in on_train_batch_end: Lightning calls
+        # the callbacks' on_train_batch_end (ModelCheckpoint saves there) before the module's, so a
+        # checkpoint of step k would otherwise hold a teacher (and tau) that misses the update of step k.
+        super().optimizer_step(*args, **kwargs)
         self.update_teacher()
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        self.tau = cosine_schedule(self.global_step, total, self.tau_base, self.tau_final)
+        total = self.total_steps()
+        # global_step counts completed steps; Lightning increments it after this hook returns
+        self.tau = cosine_schedule(self.global_step + 1, total, self.tau_base, self.tau_final)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.log("train/tau", self.tau)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

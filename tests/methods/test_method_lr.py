@@ -67,14 +67,15 @@ def test_no_lr_scaling_leaves_lr(capsys):
 
 
 def test_unknown_optimizer_lists_valid_names():
-    model = make_method("SimCLR", optimizer="adam_typo")
-    trainer = make_trainer(max_steps=1)
+    # raised when the method is built, before any data is read or any step runs
     with pytest.raises(ValueError) as err:
-        trainer.fit(model, datamodule=make_datamodule("SimCLR", batch_size=16))
+        make_method("SimCLR", optimizer="adam_typo")
     msg = str(err.value)
     assert "adam_typo" in msg
     for name in ("sgd", "adamw", "lars"):
         assert name in msg
+    with pytest.raises(ValueError, match="linear.*sqrt"):
+        make_method("SimCLR", lr_scaling="quadratic")
 
 
 def test_lars_optimizer_is_built():

@@ -281,10 +281,10 @@ def run_bare(model: SSLMethod, dm: BenchDataModule, args: argparse.Namespace, de
             z = [model.project(x) for x in h]
             result = model.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch))
             loss = result["loss"] if isinstance(result, dict) else result
-        if args.bare_check_finite:
-            model._check_finite(loss, done)
         loss.backward()
         model.on_after_backward()  # the method's own hook (DINO freezes its last layer); no-op otherwise
+        if args.bare_check_finite:  # where the Trainer checks: after backward, before the optimizer step
+            model._check_finite(loss.detach().reshape(1), [done])
         opt.step()
         sched.step()
         if momentum:

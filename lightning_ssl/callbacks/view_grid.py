@@ -45,6 +45,12 @@ class LogAugmentedViews(L.Callback):
         self.num_samples = num_samples
         self.logged = False
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"logged": self.logged}  # a resumed run does not log the grid again
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.logged = bool(state_dict.get("logged", False))
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.logged:

@@ -27,6 +27,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_ssl.data.batch import SSLBatch
 from lightning_ssl.data.image_transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MNIST_MEAN,
+    MNIST_STD,
     RECIPES,
     DeviceAugmentation,
     MultiViewTransform,
@@ -46,13 +54,13 @@ DATASETS = TORCHVISION_DATASETS + ("image_folder", "digits", "medmnist") + MEDMN
 
 # per dataset: (native image size, native channels, mean, std)
 _STATS: dict[str, tuple[int, int, tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": (32, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": (32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "cifar10": (32, 3, CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": (32, 3, CIFAR100_MEAN, CIFAR100_STD),
     "stl10": (96, 3, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
     "svhn": (32, 3, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "mnist": (28, 1, (0.1307,), (0.3081,)),
+    "mnist": (28, 1, MNIST_MEAN, MNIST_STD),
     "fashion_mnist": (28, 1, (0.2860,), (0.3530,)),
-    "image_folder": (224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "image_folder": (224, 3, IMAGENET_MEAN, IMAGENET_STD),
 }
 
 
@@ -77,6 +85,8 @@ class _Transformed(Dataset):
 
     def __init__(self, base: Dataset, transform: Any, channels: int | None) -> None:
         self.base, self.transform, self.channels = base, transform, channels
+        # SSLBatch.index holds sample ids of the underlying dataset, also through a held-out Subset
+        self.ids = list(base.indices) if isinstance(base, Subset) else None
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -84,7 +94,7 @@ class _Transformed(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, Tensor, int]:
         image, label = self.base[i]
         image = _to_channels(image, self.channels)
-        return self.transform(image), torch.as_tensor(label, dtype=torch.long), i
+        return self.transform(image), torch.as_tensor(label, dtype=torch.long), (self.ids[i] if self.ids else i)
 
 
 def _to_channels(image: Any, channels: int | None) -> Any:
@@ -196,7 +206,9 @@ class ImageDataModule(L.LightningDataModule):
         recipe: training views: ``simclr``, ``byol`` (asymmetric) or ``dino`` (multi-crop).
         image_size: side of the global views (default: the dataset's native size).
         view_overrides: fields of :class:`ViewSpec` set on every view, e.g. ``{"scale": [0.5, 1.0]}``.
-        device_augmentation: make the views on the device, batched, with per-sample parameters.
+        device_augmentation: make the views on the device, batched, with per-sample parameters. The
+            workers then only resize and centre-crop each image to ``image_size`` (so random crops
+            are cut from that square, not from a larger original as on the CPU path).
         channels: convert images to 1 or 3 channels (default: keep the dataset's).
         mean, std: normalisation (default: the dataset's statistics, else 0.5).
         val_fraction, test_fraction: held-out fractions where the dataset has no official split.
@@ -326,8 +338,10 @@ class ImageDataModule(L.LightningDataModule):
         elif name == "image_folder":
             splits = self._image_folder()
         else:
-            full = _torchvision_split(name, self.root, True, hp.download)
-            splits = {"test": _torchvision_split(name, self.root, False, hp.download)}
+            # prepare_data downloaded once per node under a Trainer; every rank only reads here
+            download = hp.download and self.trainer is None
+            full = _torchvision_split(name, self.root, True, download)
+            splits = {"test": _torchvision_split(name, self.root, False, download)}
             if name == "stl10":
                 splits["train"], splits["val"] = self._stl10_split(full)
             else:
@@ -372,6 +386,13 @@ class ImageDataModule(L.LightningDataModule):
         return splits
 
     def setup(self, stage: str | None = None) -> None:
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1 and not getattr(self, "_rank_seeded", False):
+            # seed_everything gives every rank the same seed: without this, sample i of every rank's
+            # shard would get the same crop, flip and jitter (device path, and CPU path in the main
+            # process). Offset the seed by the rank, once, reproducibly.
+            torch.manual_seed((torch.initial_seed() + 7919 * trainer.global_rank) % 2**63)
+            self._rank_seeded = True
         raw = self._load_raw()
         mean, std = self._stats()
         specs = self.view_specs()
@@ -423,9 +444,15 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def labelled_train_dataloader(self) -> DataLoader:
-        """The training split with the clean (evaluation) transform and labels: for offline probes."""
+        """The labelled training images with the clean (evaluation) transform: for offline probes.
+
+        STL-10's unlabelled images (target -1) are left out.
+        """
         mean, std = self._stats()
-        clean = _Transformed(self._load_raw()["train"], eval_transform(self.image_size, mean, std), self.num_channels)
+        train = self._load_raw()["train"]
+        if self.dataset_name == "stl10" and isinstance(train, Subset):
+            train = Subset(train.dataset, [i for i in train.indices if i < 5000])
+        clean = _Transformed(train, eval_transform(self.image_size, mean, std), self.num_channels)
         return self._loader(clean, train=False)
 
     def predict_dataloader(self) -> DataLoader:

@@ -147,12 +147,3 @@ def build_bare_model(kind: str, name: str, in_chans: int = 3, small_stem: bool =
         return TorchvisionEncoder(name, in_chans=in_chans, small_stem=small_stem).model
     raise ValueError(f"Unknown encoder kind {kind!r}; valid: 'timm', 'torchvision'.")
 
-
-@torch.no_grad()
-def infer_out_dim(encoder: nn.Module, example: Tensor) -> int:
-    """Run one example through ``encoder`` and return its feature width (for custom encoders)."""
-    was_training = encoder.training
-    encoder.eval()
-    out = encoder(example)
-    encoder.train(was_training)
-    return int(out.shape[-1])

@@ -17,8 +17,8 @@ def mlp(
 ) -> nn.Sequential:
     """An MLP ``dims[0] -> ... -> dims[-1]``: Linear (+BN) + activation between layers.
 
-    ``last_batch_norm`` adds a BatchNorm without affine after the last layer (MoCo v3's projector,
-    SimSiam's projector uses an affine one: pass ``last_batch_norm=True`` and set affine yourself).
+    ``last_batch_norm`` adds a BatchNorm without affine parameters after the last layer, as in the
+    projectors of MoCo v3 and SimSiam (official code: ``BatchNorm1d(dim, affine=False)``).
     """
     if len(dims) < 2:
         raise ValueError(f"An MLP needs at least input and output widths; got dims={list(dims)}.")

@@ -20,6 +20,8 @@ class BarlowTwins(SSLMethod):
     width 8192 (no bias), lambda = 0.0051, LARS with lr 0.2 (weights) / 0.0048 (biases) at batch 2048.
     """
 
+    loss_is_global = True
+
     def __init__(
         self,
         encoder: nn.Module,

@@ -22,14 +22,12 @@ from lightning_ssl import distributed as dist
 from lightning_ssl.data.batch import SSLBatch
 from lightning_ssl.optim import (
     LR_SCALING_RULES,
+    OPTIMIZERS,
     WarmupCosineSchedule,
     build_optimizer,
     param_groups_no_weight_decay,
     scale_learning_rate,
 )
-
-
-OPTIMIZERS = ("sgd", "adamw", "lars")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,6 +82,9 @@ class SSLMethod(L.LightningModule):
 
     #: number of leading views a training batch must carry
     min_views: int = 2
+    #: True when compute_loss already returns the global-batch loss (same value on every rank); else
+    #: the logged ``train/loss`` is averaged over ranks so every rank logs the same number
+    loss_is_global: bool = False
 
     def __init__(
         self,
@@ -173,10 +174,11 @@ class SSLMethod(L.LightningModule):
         loss = parts["loss"]
         self._pending_losses.append((loss.detach(), batch_idx))  # checked in on_before_optimizer_step
         bs = h[0].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        sync = not self.loss_is_global
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=sync)
         for key, value in parts.items():
             if key != "loss":
-                self.log(f"train/{key}", value, batch_size=bs)
+                self.log(f"train/{key}", value, batch_size=bs, sync_dist=sync)
         opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
         if opt is not None and hasattr(opt, "param_groups"):
             self.log("train/lr", opt.param_groups[0]["lr"], batch_size=bs)
@@ -225,6 +227,15 @@ class SSLMethod(L.LightningModule):
                 "learning rate, add warm-up or gradient clipping (trainer.gradient_clip_val), check the "
                 "data for NaN/inf, or use 32-bit precision."
             )
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Add :class:`~lightning_ssl.callbacks.LogAugmentedViews` unless the Trainer already has one,
+        so every run (CLI, Python, DDP) logs its training views once to TensorBoard."""
+        from lightning_ssl.callbacks.view_grid import LogAugmentedViews
+
+        if any(isinstance(cb, LogAugmentedViews) for cb in self.trainer.callbacks):
+            return []
+        return [LogAugmentedViews()]
 
     # ------------------------------------------------------------------ set-up checks
     def setup(self, stage: str) -> None:
@@ -298,8 +309,3 @@ class SSLMethod(L.LightningModule):
                 spec[key] = getattr(self.encoder, key)
         checkpoint["lightning_ssl_encoder"] = spec
 
-
-def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
-    """Cosine interpolation from ``start`` (step 0) to ``end`` (``total_steps``), clamped."""
-    t = min(max(step / max(1, total_steps), 0.0), 1.0)
-    return end - (end - start) * (math.cos(math.pi * t) + 1) / 2

@@ -21,6 +21,8 @@ class MoCoV3(MomentumSSLMethod):
     AdamW for ViT. The loss is scaled by 2T as in the official code.
     """
 
+    loss_is_global = True
+
     def __init__(
         self,
         encoder: nn.Module,

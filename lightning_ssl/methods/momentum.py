@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssl.data.batch import SSLBatch
-from lightning_ssl.methods.base import SSLMethod, cosine_schedule
+from lightning_ssl.methods.base import SSLMethod
+from lightning_ssl.optim import cosine_schedule
 
 
 class MomentumSSLMethod(SSLMethod):

@@ -19,6 +19,8 @@ class SimCLR(SSLMethod):
     (0.1 with LARS at batch 4096 on ImageNet). Also GRACE on graphs with graph views.
     """
 
+    loss_is_global = True
+
     def __init__(
         self,
         encoder: nn.Module,

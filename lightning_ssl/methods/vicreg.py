@@ -19,6 +19,8 @@ class VICReg(SSLMethod):
     logged as ``train/invariance``, ``train/variance``, ``train/covariance``.
     """
 
+    loss_is_global = True
+
     def __init__(
         self,
         encoder: nn.Module,

@@ -103,7 +103,7 @@ def param_groups_no_weight_decay(
     ]
 
 
-_OPTIMIZERS = ("sgd", "adamw", "lars")
+OPTIMIZERS = ("sgd", "adamw", "lars")
 
 
 def build_optimizer(
@@ -144,4 +144,4 @@ def build_optimizer(
         from lightning_ssl.optim.lars import LARS
 
         return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
-    raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(_OPTIMIZERS)}")
+    raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")

@@ -123,3 +123,12 @@ def scale_learning_rate(
     if key == "sqrt":
         return float(base_lr * math.sqrt(ratio))
     raise ValueError(f"Unknown learning-rate scaling rule {rule!r}; valid rules: {', '.join(LR_SCALING_RULES)}")
+
+
+def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
+    """Cosine interpolation from ``start`` (step 0) to ``end`` (``total_steps``), clamped.
+
+    BYOL's momentum schedule (Grill et al. 2020): ``end - (end - start) * (cos(pi k / K) + 1) / 2``.
+    """
+    t = min(max(step / max(1, total_steps), 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * t) + 1) / 2

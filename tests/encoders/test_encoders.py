@@ -101,7 +101,8 @@ def test_apply_small_stem_rejects_non_resnets() -> None:
         apply_small_stem(nn.Sequential(nn.Conv2d(3, 8, 3)))
 
 
-def test_log_augmented_views_writes_a_tensorboard_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("user_callback", [True, False], ids=["configured", "added-by-default"])
+def test_log_augmented_views_writes_a_tensorboard_image(tmp_path: Path, user_callback: bool) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -111,7 +112,8 @@ def test_log_augmented_views_writes_a_tensorboard_image(tmp_path: Path) -> None:
     trainer = L.Trainer(
         max_steps=1, limit_train_batches=1, limit_val_batches=0, num_sanity_val_steps=0, logger=logger,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[LogAugmentedViews(num_samples=3)], accelerator="cpu", default_root_dir=tmp_path,
+        callbacks=[LogAugmentedViews(num_samples=3)] if user_callback else [], accelerator="cpu",
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=dm)
     logger.experiment.flush()
@@ -121,6 +123,9 @@ def test_log_augmented_views_writes_a_tensorboard_image(tmp_path: Path) -> None:
     acc.Reload()
     assert "train/views" in acc.Tags()["images"]
     (image,) = acc.Images("train/views")
-    # make_grid with padding 1: 2 views side by side, 3 samples stacked, 28 px tiles
-    assert (image.width, image.height) == (2 * 29 + 1, 3 * 29 + 1)
+    # make_grid with padding 1: 2 views side by side, samples stacked, 28 px tiles. The user's callback
+    # (3 samples) is kept; without one, the method adds the default (8 samples, here the batch of 4).
+    rows = 3 if user_callback else 4
+    assert (image.width, image.height) == (2 * 29 + 1, rows * 29 + 1)
+    assert sum(isinstance(cb, LogAugmentedViews) for cb in trainer.callbacks) == 1
     assert image.step <= 1  # logged at the end of the first training batch

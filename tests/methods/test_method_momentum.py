@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_ssl.methods.base import cosine_schedule
+from lightning_ssl.optim import cosine_schedule
 from ssl_method_helpers import MOMENTUM_METHODS, closed_form_tau, make_datamodule, make_method, make_trainer
 
 TAU_BASE = 0.9  # far from 1 so that one EMA step moves the teacher visibly

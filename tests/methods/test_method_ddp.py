@@ -164,3 +164,24 @@ def test_cli_module_entry_point_ddp(tmp_path):
     run(cmd, cwd=tmp_path, timeout=300)
     check_ranks(out_dir, "BYOL")
     assert (tmp_path / "root" / "config.yaml").is_file()
+
+
+def test_sync_batchnorm_flag_converts_every_batchnorm_on_cpu():
+    """What can be checked without GPUs: the CLI flag reaches Lightning's layer sync, and that converts
+    every BatchNorm of a method (encoder, heads and EMA teacher) to SyncBatchNorm."""
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from lightning_ssl.cli import SSLCLI
+
+    cli = SSLCLI(args=["--model", "BYOL", "--model.encoder", "lightning_ssl.encoders.TimmEncoder",
+                       "--model.encoder.name", "test_resnet", "--model.encoder.in_chans", "1",
+                       "--data", "ImageDataModule", "--data.dataset", "digits", "--trainer.accelerator", "cpu",
+                       "--trainer.strategy", "ddp", "--trainer.devices", "1",
+                       "--trainer.sync_batchnorm", "true", "--trainer.logger", "false"], run=False)
+    layer_sync = cli.trainer.strategy._layer_sync
+    assert isinstance(layer_sync, TorchSyncBatchNorm)
+    bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in cli.model.modules())
+    assert bn > 0
+    converted = layer_sync.apply(cli.model)
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules()) == bn
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.teacher.modules())

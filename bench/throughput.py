@@ -76,7 +76,6 @@ from lightning_ssl.encoders.image import TimmEncoder  # noqa: E402
 from lightning_ssl.methods import METHODS  # noqa: E402
 from lightning_ssl.methods.base import SSLMethod, ViewOutputs  # noqa: E402
 from lightning_ssl.methods.momentum import MomentumSSLMethod  # noqa: E402
-from lightning_ssl.optim import WarmupCosineSchedule, build_optimizer, param_groups_no_weight_decay  # noqa: E402
 
 TARGET_OVERHEAD_PCT = 5.0
 GPU_GOAL_IMG_S = 20_000
@@ -231,19 +230,6 @@ def run_trainer(model: SSLMethod, dm: BenchDataModule, args: argparse.Namespace,
     return Result(timer.t1 - timer.t0, timer.peak)
 
 
-def bare_optimizer(model: SSLMethod, total_steps: int, batches_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
-    """What ``SSLMethod.configure_optimizers`` builds for ``max_steps=total_steps, max_epochs=-1`` (the
-    learning-rate values do not change the cost of a step; the optimizer type and groups do)."""
-    hp = model.hparams
-    if hp.exclude_bias_and_norm:
-        groups = param_groups_no_weight_decay(model, hp.weight_decay)
-    else:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
-    opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
-    warmup = min(total_steps, int(round(hp.warmup_epochs * max(1, batches_per_epoch))))
-    return opt, WarmupCosineSchedule(opt, warmup_steps=warmup, total_steps=total_steps, final_factor=hp.min_lr_factor)
-
-
 def run_bare(model: SSLMethod, dm: BenchDataModule, args: argparse.Namespace, device: torch.device,
              memory: PeakMemory) -> Result:
     dm.setup("fit")  # as Trainer.fit does: a fresh train set and DeviceAugmentation
@@ -251,7 +237,7 @@ def run_bare(model: SSLMethod, dm: BenchDataModule, args: argparse.Namespace, de
     model.to(device)
     model.train()
     aug = dm.device_aug.to(device) if dm.device_aug is not None else None
-    opt, sched = bare_optimizer(model, args.warmup + args.steps, len(loader))
+    opt, sched = model.build_optimizer_and_schedule(model.hparams.lr, args.warmup + args.steps, max(1, len(loader)))
     non_blocking = device.type == "cuda"
     bf16 = args.precision == "bf16-mixed"
     momentum = isinstance(model, MomentumSSLMethod)
@@ -340,8 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.set_num_threads for the main process (CPU runs; 1 often wins on a loaded machine)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--bare-check-finite", action="store_true",
-                   help="bare loop also runs SSLMethod._check_finite (one host-device sync per step, as "
-                        "training_step does): isolates that cost from the Trainer's")
+                   help="bare loop also runs SSLMethod._check_finite after backward (one host-device sync "
+                        "per step, as the Trainer path does): isolates that cost")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="keep Lightning's info messages and warnings")
     args = p.parse_args(argv)

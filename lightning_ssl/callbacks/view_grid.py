@@ -38,7 +38,8 @@ class LogAugmentedViews(L.Callback):
     """Log a grid of the augmented training views of ``num_samples`` samples once per run.
 
     Written to every TensorBoard logger as the image ``train/views`` at the end of the first training
-    batch (rank 0 only), tagged with the global step after that batch's optimizer step. Batches whose views are not image tensors ``[B, C, H, W]`` are ignored.
+    batch (rank 0 only), tagged with the global step after that batch's optimizer step. Batches whose
+    views are not image tensors ``[B, C, H, W]`` are ignored.
     """
 
     def __init__(self, num_samples: int = 8) -> None:

@@ -205,7 +205,7 @@ class SSLMethod(L.LightningModule):
         return self._eval_step(batch)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        # The finiteness check needs one host sync; here, after backward, the accelerator has no work
+        # Subclasses that override this hook must call super(). The finiteness check needs one host sync; here, after backward, the accelerator has no work
         # left to overlap, and the optimizer has not stepped yet, so a bad step changes nothing on disk.
         pending, self._pending_losses = self._pending_losses, []
         if pending:
@@ -271,20 +271,30 @@ class SSLMethod(L.LightningModule):
             lr = scale_learning_rate(hp.lr, batch, hp.lr_scaling, hp.reference_batch_size)
             self.print(f"[lightning_ssl] lr scaled ({hp.lr_scaling}) for global batch {batch}: {hp.lr} -> {lr:.6g}")
         self.scaled_lr = lr
-        if hp.exclude_bias_and_norm:
-            groups = param_groups_no_weight_decay(self, hp.weight_decay)
-        else:
-            groups = [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
-        optimizer = build_optimizer(hp.optimizer, groups, lr=lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
         total = self.total_steps()
         batches = self.trainer.num_training_batches
         if not (math.isfinite(batches) and batches > 0):  # max_steps runs: the loader is not read yet
             self.trainer.fit_loop.setup_data()
             batches = self.trainer.num_training_batches
         per_epoch = batches / self.trainer.accumulate_grad_batches if math.isfinite(batches) and batches > 0 else total
-        warmup = min(total, int(round(hp.warmup_epochs * per_epoch)))
-        scheduler = WarmupCosineSchedule(optimizer, warmup_steps=warmup, total_steps=total, final_factor=hp.min_lr_factor)
+        optimizer, scheduler = self.build_optimizer_and_schedule(lr, total, per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def build_optimizer_and_schedule(
+        self, lr: float, total_steps: int, steps_per_epoch: float
+    ) -> tuple[torch.optim.Optimizer, WarmupCosineSchedule]:
+        """The optimizer (weight decay off for biases and norms) and the per-step warm-up + cosine
+        schedule; also usable outside a Trainer (``bench/throughput.py``'s bare loop)."""
+        hp = self.hparams
+        if hp.exclude_bias_and_norm:
+            groups = param_groups_no_weight_decay(self, hp.weight_decay)
+        else:
+            groups = [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
+        optimizer = build_optimizer(hp.optimizer, groups, lr=lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
+        warmup = min(total_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
+        schedule = WarmupCosineSchedule(optimizer, warmup_steps=warmup, total_steps=total_steps,
+                                        final_factor=hp.min_lr_factor)
+        return optimizer, schedule
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole run (the length of the cosine schedules)."""

@@ -1,8 +1,10 @@
-"""Quickstart: SimCLR pretraining on scikit-learn's real 8x8 digits, then a linear probe.
+"""Quickstart: SimCLR pretraining on scikit-learn's real 8x8 digits, label-free monitoring, a linear probe.
 
-Runs in about 2 minutes on 2 CPU cores with no download (the digits ship inside scikit-learn) and
-prints linear-probe accuracy of the random-init encoder vs the pretrained one on the held-out test
-split (logistic regression on frozen, standardised features; train split 1,257 / test 360 images).
+Runs in about 2 minutes on 2 CPU cores with no download (the digits ship inside scikit-learn). Each
+epoch it prints the label-free RankMe (Garrido et al. 2022, on a bank of the last 1,024 training
+embeddings) next to the online linear probe and kNN accuracy on the validation split (180 images);
+at the end, linear-probe accuracy of the random-init encoder vs the pretrained one on the held-out
+test split (logistic regression on frozen, standardised features; train split 1,257 / test 360 images).
 
     python examples/quickstart.py [--epochs 6]
 """
@@ -16,10 +18,26 @@ import time
 import lightning as L
 import torch
 
+from lightning_ssl.callbacks import OnlineKNN, OnlineLinearProbe, RankMe
 from lightning_ssl.data import ImageDataModule
 from lightning_ssl.encoders import TimmEncoder
 from lightning_ssl.evaluation import extract_features, linear_probe
 from lightning_ssl.methods import SimCLR
+
+
+class PrintEpochMetrics(L.Callback):
+    """Print the label-free and the label-based monitoring metrics after every validation epoch."""
+
+    keys = ("rankme", "probe/val_acc", "knn/val_acc")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.current_epoch == 0:
+            print(f"\n{'epoch':>5} {'RankMe':>8} {'probe acc':>10} {'kNN acc':>8}   (RankMe needs no labels)")
+        m = trainer.callback_metrics
+        values = [f"{float(m[k]):.3f}" if k in m else "-" for k in self.keys]
+        print(f"{trainer.current_epoch:>5} {values[0]:>8} {values[1]:>10} {values[2]:>8}")
 
 
 def main() -> None:
@@ -45,8 +63,13 @@ def main() -> None:
     random_init = copy.deepcopy(encoder)
     model = SimCLR(encoder, proj_hidden_dim=512, proj_out_dim=128, temperature=0.2, lr=3e-3,
                    weight_decay=1e-4, warmup_epochs=1)
+    # the validation split has 180 images, fewer than the 512 embedding dimensions: RankMe reads a rolling
+    # bank of training embeddings instead (source="train"); probe and kNN report on the validation split
+    monitors = [RankMe(source="train", num_samples=1024), OnlineLinearProbe(lr=1e-2), OnlineKNN(k=20),
+                PrintEpochMetrics()]
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, limit_val_batches=0, log_every_n_steps=5)
+                        enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=5,
+                        callbacks=monitors, enable_progress_bar=False)
     trainer.fit(model, data)
 
     data.setup("test")

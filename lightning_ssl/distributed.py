@@ -62,6 +62,36 @@ def all_reduce_sum(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def all_reduce_max(x: Tensor) -> Tensor:
+    """Element-wise maximum of ``x`` over ranks (a new tensor)."""
+    if not is_distributed():
+        return x.clone()
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.MAX)
+    return y
+
+
+@torch.no_grad()
 def all_reduce_mean(x: Tensor) -> Tensor:
     """Mean of ``x`` over ranks (a new tensor)."""
     return all_reduce_sum(x) / world_size()
+
+
+@torch.no_grad()
+def gather_variable(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along dim 0 when ranks hold different numbers of rows.
+
+    Rows are padded to the largest count for the collective and trimmed after; the result is the
+    same on every rank, in rank order. Identity when not distributed.
+    """
+    if not is_distributed():
+        return x
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    counts = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(counts, n)
+    sizes = [int(c.item()) for c in counts]
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded.contiguous())
+    return torch.cat([o[:s] for o, s in zip(out, sizes)], dim=0)

@@ -24,6 +24,11 @@ def test_quickstart_prints_the_probe_table() -> None:
     rows = dict(re.findall(r"^(random init|SimCLR pretrained|raw pixels)\s+([0-9.]+)\s+[0-9.]+$", out, re.M))
     assert set(rows) == {"random init", "SimCLR pretrained", "raw pixels"}, out
     assert all(0.1 < float(acc) <= 1.0 for acc in rows.values()), rows  # above chance (10 classes)
+    # the per-epoch label-free monitoring table: RankMe (<= 512 dims), probe and kNN accuracy
+    epoch = re.search(r"^\s+0\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", out, re.M)
+    assert epoch is not None, out
+    rank, probe, knn = map(float, epoch.groups())
+    assert 1.0 <= rank <= 512 and 0.0 <= probe <= 1.0 and 0.1 < knn <= 1.0, epoch.groups()
 
 
 def test_subclassing_example_trains_and_logs_its_parts() -> None:

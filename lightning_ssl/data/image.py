@@ -287,6 +287,23 @@ class ImageDataModule(L.LightningDataModule):
         assert self._native is not None
         return self._native[0]
 
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the labels (read by the online probe and kNN callbacks)."""
+        known = {"cifar10": 10, "cifar100": 100, "stl10": 10, "mnist": 10, "fashion_mnist": 10, "svhn": 10, "digits": 10}
+        if self.dataset_name in known:
+            return known[self.dataset_name]
+        raw = self._load_raw()
+        train = raw["train"]
+        if hasattr(train, "classes"):  # ImageFolder
+            return len(train.classes)
+        if isinstance(train, ImageSamples) and train.labels is not None:
+            labels = train.labels
+            if labels.ndim == 2 and labels.shape[1] > 1:  # multi-label (e.g. ChestMNIST): one output per label
+                return int(labels.shape[1])
+            return int(max(int(s.labels.max()) for s in raw.values() if isinstance(s, ImageSamples)) + 1)
+        raise ValueError(f"{self.dataset_name}: the number of classes is unknown; set it on the probe callback.")
+
     def _stats(self) -> tuple[Sequence[float], Sequence[float]]:
         c = self.num_channels or 3
         if self.hparams.mean is not None and self.hparams.std is not None:

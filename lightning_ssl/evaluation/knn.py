@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lightning_ssl.evaluation.features import _check_split
 
-__all__ = ["knn_classify"]
+__all__ = ["knn_classify", "knn_predict"]
 
 
 @torch.no_grad()
@@ -52,27 +52,44 @@ def knn_classify(
     device = tx.device
     vx, vy, ty = vx.to(device), vy.to(device), ty.to(device)
     classes, ty_idx = torch.unique(ty, return_inverse=True)
-    n_classes = classes.numel()
-    n_train = tx.shape[0]
-    k = min(k, n_train)
-    if chunk_size is None:
-        chunk_size = max(1, (1 << 24) // n_train)
-    bank = F.normalize(tx, dim=1)
-    queries = F.normalize(vx, dim=1)
-
-    correct = 0
-    for start in range(0, queries.shape[0], chunk_size):
-        q = queries[start : start + chunk_size]
-        sim = q @ bank.T  # [c, N]
-        top_sim, top_idx = sim.topk(k, dim=1)  # sorted, descending
-        weights = ((top_sim - top_sim[:, :1]) / temperature).exp()
-        votes = torch.zeros(q.shape[0], n_classes, dtype=weights.dtype, device=device)
-        votes.scatter_add_(1, ty_idx[top_idx], weights)
-        pred = classes[votes.argmax(dim=1)]
-        correct += int((pred == vy[start : start + chunk_size]).sum())
+    k = min(k, tx.shape[0])
+    pred = classes[knn_predict(tx, ty_idx, vx, classes.numel(), k=k, temperature=temperature, chunk_size=chunk_size)]
+    correct = int((pred == vy).sum())
     return {
         "acc": correct / vx.shape[0],
         "k": int(k),
-        "n_train": int(n_train),
+        "n_train": int(tx.shape[0]),
         "n_test": int(vx.shape[0]),
     }
+
+
+@torch.no_grad()
+def knn_predict(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Class predictions ``[M]`` of the temperature-weighted cosine kNN vote (no input checks).
+
+    ``bank`` ``[N, D]`` and ``queries`` ``[M, D]`` are L2-normalised here; ``bank_labels`` are class
+    indices in ``[0, num_classes)``. The similarity block is chunked to about 16M entries.
+    """
+    n = bank.shape[0]
+    k = min(k, n)
+    if chunk_size is None:
+        chunk_size = max(1, (1 << 24) // max(n, 1))
+    bank = F.normalize(bank.float(), dim=1)
+    queries = F.normalize(queries.float(), dim=1)
+    preds = []
+    for start in range(0, queries.shape[0], chunk_size):
+        q = queries[start : start + chunk_size]
+        top_sim, top_idx = (q @ bank.T).topk(k, dim=1)  # sorted, descending
+        weights = ((top_sim - top_sim[:, :1]) / temperature).exp()
+        votes = torch.zeros(q.shape[0], num_classes, dtype=weights.dtype, device=q.device)
+        votes.scatter_add_(1, bank_labels[top_idx], weights)
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=queries.device)

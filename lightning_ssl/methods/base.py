@@ -186,14 +186,24 @@ class SSLMethod(L.LightningModule):
             "loss": loss,
             "embeddings": h[0].detach(),
             "projections": z[0].detach(),
-            "target": self.apply_mask(batch.target, batch) if batch.target is not None else None,
+            "target": self._masked(batch.target, batch),
+            "index": self._masked(batch.index, batch),
         }
 
+    def _masked(self, x: Tensor | None, batch: SSLBatch) -> Tensor | None:
+        return None if x is None else self.apply_mask(x, batch)
+
     def _eval_step(self, batch: Any) -> dict[str, Any]:
+        """Clean-view outputs read by the monitoring callbacks: ``embeddings`` (encoder output),
+        ``projections`` (projector output), ``target`` and ``index``."""
         batch = as_ssl_batch(batch)
         h = self.apply_mask(self(batch.views[0]), batch)
-        target = self.apply_mask(batch.target, batch) if batch.target is not None else None
-        return {"embeddings": h, "target": target}
+        return {
+            "embeddings": h,
+            "projections": self.project(h),
+            "target": self._masked(batch.target, batch),
+            "index": self._masked(batch.index, batch),
+        }
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch)

@@ -92,6 +92,37 @@ def test_config_fast_dev_run_on_real_data(config: Path, tmp_path: Path, monkeypa
     assert cli.model.encoder.in_chans == cli.datamodule.num_channels
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=_id)
+def test_config_ships_label_free_monitoring(config: Path) -> None:
+    """Every config enables RankMe, the online probe, kNN and RankMe-based checkpoint selection."""
+    callbacks = _config(config)["trainer"]["callbacks"]
+    paths = [cb["class_path"].rsplit(".", 1)[-1] for cb in callbacks]
+    for name in ("RankMe", "OnlineLinearProbe", "OnlineKNN"):
+        assert name in paths, f"{config.name} lacks {name}"
+    checkpoints = [cb.get("init_args", {}) for cb in callbacks if cb["class_path"].endswith("ModelCheckpoint")]
+    assert any(c.get("monitor") == "rankme" and c.get("mode") == "max" for c in checkpoints), checkpoints
+    # monitoring callbacks come before the checkpoint that reads their metric
+    assert paths.index("RankMe") < paths.index("ModelCheckpoint")
+
+
+def test_config_logs_label_free_metrics_and_selects_by_rankme(tmp_path: Path, monkeypatch) -> None:
+    """A shipped config, one short epoch on PneumoniaMNIST: rankme, probe and kNN metrics are logged and
+    ModelCheckpoint keeps the RankMe-best checkpoint under its rankme-named file."""
+    monkeypatch.chdir(tmp_path)
+    config = REPO / "configs" / "image" / "simclr_pneumoniamnist.yaml"
+    cli = SSLCLI(args=["fit", "--config", str(config), *_data_overrides(config), "--trainer.logger", "false", *QUIET,
+                       "--model.init_args.encoder.init_args.name", "test_resnet",
+                       "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                       "--trainer.limit_val_batches", "3", "--trainer.num_sanity_val_steps", "0"])
+    metrics = cli.trainer.callback_metrics
+    for key in ("rankme", "probe/val_acc", "probe/val_auroc", "knn/val_acc"):
+        assert key in metrics and torch.isfinite(metrics[key]), (key, sorted(metrics))
+    assert 1.0 <= float(metrics["rankme"]) <= 12  # 12 validation rows: RankMe <= min(N, K)
+    best = [cb for cb in cli.trainer.checkpoint_callbacks if cb.monitor == "rankme"][0]
+    assert Path(best.best_model_path).name.startswith("best-rankme-epoch=0"), best.best_model_path
+    assert float(best.best_model_score) == pytest.approx(float(metrics["rankme"]))
+
+
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test"])
 def test_subcommands_through_main(subcommand: str, tmp_path: Path, monkeypatch) -> None:
     """``lightning_ssl.cli.main`` (the ``lightning-ssl`` entry point) runs fit, validate and test."""

@@ -34,7 +34,7 @@ temperatures for SimCLR, two learning rates for VICReg):
 It also checks the callbacks against the checkpoints: ``rankme`` must equal ``rankme()`` of the
 checkpoint's validation features, and ``knn/val_acc`` the offline ``knn_classify`` with the same bank.
 
-Run (16 minutes on 2 shared CPU cores with the defaults, 2026-11-26; see bench/README.md)::
+Run (13-16 minutes on 2 shared CPU cores with the defaults, 2026-11-26; see bench/README.md)::
 
     python bench/label_free_selection.py --out /tmp/lfs.json
 
@@ -166,6 +166,11 @@ def setting_name(setting: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
+def eval_device(args: argparse.Namespace) -> torch.device:
+    """Where checkpoints are evaluated: the training accelerator (features), sklearn on the CPU."""
+    return torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+
+
 def offline_eval(model: torch.nn.Module, dm: ImageDataModule, cs: list[float]) -> dict[str, float]:
     """Frozen features of train/val/test; logistic-regression probe with C picked on val; checks."""
     tr_x, tr_y = extract_features(model, dm.labelled_train_dataloader())
@@ -231,7 +236,8 @@ def machine_name() -> str:
     load = ""
     with contextlib.suppress(OSError):
         load = f", load average {os.getloadavg()[0]:.1f} at start"
-    return f"{model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads{load}"
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads{load}{gpu}"
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -261,7 +267,7 @@ def run_one(args: argparse.Namespace, dataset: str, method: str, setting: dict[s
         recorder,
     ]
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False, callbacks=callbacks,
+        accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, callbacks=callbacks,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         default_root_dir=str(workdir), deterministic=False,
     )
@@ -277,6 +283,7 @@ def run_one(args: argparse.Namespace, dataset: str, method: str, setting: dict[s
         index = int(ckpt["epoch"])
         eval_model = build_model(method, args.encoder, int(dm.num_channels or 3), args.small_stem, kwargs)
         eval_model.load_state_dict(ckpt["state_dict"])
+        eval_model.to(eval_device(args))
         logged = recorder.metrics.get(index, {})
         row = Row(dataset, method, name, index + 1, logged.get("rankme"), logged.get("rankme_train"),
                   logged.get("probe/val_acc"), logged.get("knn/val_acc"), checkpoint=str(path))
@@ -309,7 +316,7 @@ def init_row(args: argparse.Namespace, dataset: str, method: str) -> Row:
     setting = (args.grid.get(method) or [{}])[0]
     model = build_model(method, args.encoder, int(dm.num_channels or 3), args.small_stem,
                         {**method_kwargs(method, args.proj_dim), **setting})
-    ev = offline_eval(model, dm, args.probe_c)
+    ev = offline_eval(model.to(eval_device(args)), dm, args.probe_c)
     row = Row(dataset, "(random init)", "-", 0, ev["check_rankme"], None, None, ev["check_knn"])
     for k in ("lin_val_acc", "lin_test_acc", "lin_test_bacc", "lin_c", "check_rankme", "check_knn"):
         setattr(row, k, ev[k])
@@ -466,6 +473,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.set_num_threads; on the shared 2-core machine 1 thread ran a step 1.6-3.7 ms/img "
                         "against 1.2-25 ms/img with 2 (OpenMP threads stall when the other core is busy)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
+                   help="Lightning accelerator for pretraining and feature extraction (the probe fits on the CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="keep Lightning's info messages and warnings")
     args = p.parse_args(argv)

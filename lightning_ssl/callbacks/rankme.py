@@ -164,8 +164,10 @@ class RankMe(L.Callback):
             return
         self._check_width(z, key)
         z = z.double()
-        g = z.T @ z
-        self._gram[key] = g if key not in self._gram else self._gram[key] + g
+        if key in self._gram:
+            self._gram[key].addmm_(z.T, z)  # in place: no new K x K buffer per batch
+        else:
+            self._gram[key] = z.T @ z
         self._count[key] = used + z.shape[0]
 
     @property

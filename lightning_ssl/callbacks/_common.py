@@ -56,10 +56,11 @@ def resolve_num_classes(trainer: Any, given: int | None, caller: str) -> int:
     """``given``, checked against the datamodule's ``num_classes`` when both exist; else the datamodule's."""
     dm = getattr(trainer, "datamodule", None)
     from_dm = None
-    if dm is not None and hasattr(dm, "num_classes"):
-        try:
-            from_dm = int(dm.num_classes)
-        except (ValueError, FileNotFoundError):
+    if dm is not None:
+        try:  # a property: reading it may need the data (and fail where the datamodule cannot tell)
+            value = getattr(dm, "num_classes", None)
+            from_dm = None if value is None else int(value)
+        except (ValueError, FileNotFoundError, TypeError):
             from_dm = None
     if given is not None and from_dm is not None and given != from_dm:
         raise ValueError(

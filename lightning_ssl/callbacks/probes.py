@@ -116,6 +116,7 @@ class OnlineLinearProbe(L.Callback):
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"OnlineLinearProbe: label_fraction must be in (0, 1], got {label_fraction}.")
         self.num_classes, self.key, self.hidden_dim = num_classes, key, hidden_dim
+        self._num_classes_arg = num_classes
         self.optimizer_name, self.lr, self.weight_decay, self.momentum = optimizer, lr, weight_decay, momentum
         self.label_fraction, self.seed, self.name = label_fraction, seed, name
         self.classifier: nn.Module | None = None
@@ -133,7 +134,10 @@ class OnlineLinearProbe(L.Callback):
 
     # ------------------------------------------------------------------ construction
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.num_classes = resolve_num_classes(trainer, self.num_classes, type(self).__name__)
+        self.num_classes = resolve_num_classes(trainer, self._num_classes_arg, type(self).__name__)
+        if stage == "fit":  # a new fit gets a new probe; on resume Lightning loads the saved one after this
+            self.classifier = self.optimizer = self.in_dim = None
+            self._pending_state, self.metrics = None, None
 
     def _build(self, in_dim: int, device: torch.device) -> None:
         assert self.num_classes is not None
@@ -365,6 +369,7 @@ class OnlineKNN(L.Callback):
             )
         self.k, self.temperature, self.key, self.bank_mode = k, temperature, key, bank
         self.bank_size, self.num_classes, self.every_n_epochs, self.name = bank_size, num_classes, every_n_epochs, name
+        self._num_classes_arg, self._world_size = num_classes, 1
         self._train_bank: EmbeddingBank | None = None
         self._bank: tuple[Tensor, Tensor] | None = None
         self.metrics: MetricCollection | None = None
@@ -376,7 +381,10 @@ class OnlineKNN(L.Callback):
         return self._generate_state_key(name=self.name)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.num_classes = resolve_num_classes(trainer, self.num_classes, type(self).__name__)
+        self.num_classes = resolve_num_classes(trainer, self._num_classes_arg, type(self).__name__)
+        self._world_size = trainer.world_size
+        if stage == "fit":  # a new fit starts with an empty bank; on resume the saved one is loaded after this
+            self._train_bank, self._bank, self.metrics = None, None, None
         if self.bank_mode == "clean" and stage == "fit":
             dm = getattr(trainer, "datamodule", None)
             if dm is None or not hasattr(dm, "labelled_train_dataloader"):
@@ -515,6 +523,11 @@ class OnlineKNN(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = state_dict.get("train_bank")
+        if state is not None and self._world_size > 1:
+            # Lightning saves rank 0's callback state only: every rank would hold rank 0's rows
+            warnings.warn("OnlineKNN(bank='train_batches'): the checkpoint holds rank 0's bank only; under DDP "
+                          "the banks restart empty and refill during training.", stacklevel=2)
+            state = None
         if state is not None:
             self._train_bank = EmbeddingBank(int(state["capacity"]))
             self._train_bank.load_state_dict(state)

@@ -136,7 +136,8 @@ class RankMe(L.Callback):
         self._collecting = False
         self._banks: dict[str, EmbeddingBank] = {}
         self._done_epoch = -1
-        self._warned_few = False
+        self._warned_few: set[str] = set()
+        self._world_size = 1
         self.last_value: dict[str, float] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -180,6 +181,7 @@ class RankMe(L.Callback):
         # A new fit starts from a clean slate: a callback reused by a fresh Trainer must neither skip the
         # epoch it last measured in the previous fit (``_done_epoch``) nor measure the previous model's
         # training embeddings. On resume, Lightning restores the saved state after this hook.
+        self._world_size = trainer.world_size
         if stage == "fit":
             self._banks, self._done_epoch = {}, -1
             self._gram, self._count, self._collecting = {}, {}, False
@@ -269,12 +271,13 @@ class RankMe(L.Callback):
                     f"{trainer.global_step}). The representation has diverged: lower the learning rate, add "
                     "warm-up or gradient clipping, or use 32-bit precision. Checkpoints already written are intact."
                 )
-            if n < width and not self._warned_few:
-                self._warned_few = True
+            if n < width and key not in self._warned_few:
+                self._warned_few.add(key)
+                hint = ("a larger validation split or source='train'" if self.source == "val"
+                        else "a larger num_samples (the bank holds that many rows over all ranks)")
                 warnings.warn(
                     f"RankMe: {n} {where} samples for {width}-dimensional {key!r}: fewer samples than dimensions "
-                    f"caps RankMe at {n} and biases it down (the paper uses {PAPER_NUM_SAMPLES:,}). Use a larger "
-                    "validation split or source='train'.",
+                    f"caps RankMe at {n} and biases it down (the paper uses {PAPER_NUM_SAMPLES:,}). Use {hint}.",
                     stacklevel=2,
                 )
             s = singular_values_from_gram(gram, n)
@@ -298,14 +301,21 @@ class RankMe(L.Callback):
         return {
             "banks": {k: b.state_dict() for k, b in self._banks.items()},
             "done_epoch": self._done_epoch,
-            "warned_few": self._warned_few,
+            "warned_few": sorted(self._warned_few),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._banks = {}
-        for key, state in state_dict.get("banks", {}).items():
+        banks = state_dict.get("banks", {})
+        if banks and self._world_size > 1:
+            # Lightning saves rank 0's callback state only: W copies of rank 0's rows would be counted W times
+            warnings.warn("RankMe(source='train'): the checkpoint holds rank 0's training bank only; under DDP "
+                          "the banks restart empty and refill during the next epoch.", stacklevel=2)
+            banks = {}
+        for key, state in banks.items():
             bank = EmbeddingBank(int(state["capacity"]))
             bank.load_state_dict(state)
             self._banks[key] = bank
         self._done_epoch = int(state_dict.get("done_epoch", -1))
-        self._warned_few = bool(state_dict.get("warned_few", False))
+        warned = state_dict.get("warned_few", [])
+        self._warned_few = set(warned) if isinstance(warned, (list, tuple, set)) else (set(self.keys) if warned else set())

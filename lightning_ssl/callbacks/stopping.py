@@ -106,9 +106,12 @@ class LabelFreeEarlyStopping(EarlyStopping):
                 self.stopped_epoch = trainer.current_epoch
                 self.stopping_reason_message = message
                 return
-        if trainer.current_epoch < self.warmup_epochs and (math.isfinite(current) or not self.check_finite):
-            # warm-up: neither best nor patience; a NaN/inf value still stops (Lightning's check_finite)
-            return
+        if trainer.current_epoch < self.warmup_epochs:
+            # warm-up: neither best nor patience; a NaN/inf value (on any rank: every rank takes the same
+            # branch, so the collectives stay matched) still stops through Lightning's check_finite
+            finite = trainer.strategy.reduce_boolean_decision(math.isfinite(current), all=True)
+            if finite or not self.check_finite:
+                return
         super()._run_early_stopping_check(trainer)
 
     def state_dict(self) -> dict[str, Any]:

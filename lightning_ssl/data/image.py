@@ -295,8 +295,9 @@ class ImageDataModule(L.LightningDataModule):
             return known[self.dataset_name]
         raw = self._load_raw()
         train = raw["train"]
-        if hasattr(train, "classes"):  # ImageFolder
-            return len(train.classes)
+        folder = getattr(train, "dataset", train)  # ImageFolder, or a held-out Subset of one
+        if hasattr(folder, "classes"):
+            return len(folder.classes)
         if isinstance(train, ImageSamples) and train.labels is not None:
             labels = train.labels
             if labels.ndim == 2 and labels.shape[1] > 1:  # multi-label (e.g. ChestMNIST): one output per label

@@ -193,20 +193,18 @@ class SSLMethod(L.LightningModule):
     def _masked(self, x: Tensor | None, batch: SSLBatch) -> Tensor | None:
         return None if x is None else self.apply_mask(x, batch)
 
-    def _eval_step(self, batch: Any) -> dict[str, Any]:
-        """Clean-view outputs read by the monitoring callbacks: ``embeddings`` (encoder output),
-        ``projections`` (projector output), ``target`` and ``index``."""
+    def _eval_step(self, batch: Any, with_projections: bool = False) -> dict[str, Any]:
+        """Clean-view outputs: ``embeddings`` (encoder output), ``target``, ``index``, and in validation
+        ``projections`` (projector output) for the monitoring callbacks."""
         batch = as_ssl_batch(batch)
         h = self.apply_mask(self(batch.views[0]), batch)
-        return {
-            "embeddings": h,
-            "projections": self.project(h),
-            "target": self._masked(batch.target, batch),
-            "index": self._masked(batch.index, batch),
-        }
+        out = {"embeddings": h, "target": self._masked(batch.target, batch), "index": self._masked(batch.index, batch)}
+        if with_projections:
+            out["projections"] = self.project(h)
+        return out
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch)
+        return self._eval_step(batch, with_projections=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch)

@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import datetime as _dt
 import math
-import os
 import platform
 import statistics
 import sys
@@ -70,6 +69,7 @@ from lightning_ssl.encoders.image import TimmEncoder  # noqa: E402
 from lightning_ssl.evaluation import knn_predict  # noqa: E402
 from lightning_ssl.methods import SimCLR  # noqa: E402
 from lightning_ssl.methods.base import ViewOutputs  # noqa: E402
+from machine import describe_machine  # bench/machine.py (this folder is on sys.path)
 
 TARGET_RANKME_PCT = 1.0
 
@@ -291,22 +291,6 @@ def measure_knn(model: SimCLR, args: argparse.Namespace, device: torch.device) -
 
 
 # ------------------------------------------------------------------------------------------ report
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (+ {os.cpu_count()} CPU cores)"
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    load = ""
-    with contextlib.suppress(OSError):
-        load = f", load average {os.getloadavg()[0]:.1f}"
-    return f"CPU: {model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads{load}"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -363,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
 
     print(f"# lightning_ssl callback cost ({_dt.datetime.now():%Y-%m-%d %H:%M})")
-    print(f"device   : {device_name(device)}")
+    print(f"device   : {describe_machine(device)}")
     print(f"software : python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
     print(f"command  : python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}")
     steps_per_epoch = args.n // args.batch_size

@@ -51,13 +51,11 @@ take longer), ``--threads``, ``--num-workers``, ``--seed``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import datetime as _dt
 import json
 import logging
 import math
-import os
 import platform
 import shutil
 import sys
@@ -78,6 +76,7 @@ from lightning_ssl.data.image import ImageDataModule  # noqa: E402
 from lightning_ssl.encoders.image import TimmEncoder  # noqa: E402
 from lightning_ssl.evaluation import extract_features, knn_classify, linear_probe  # noqa: E402
 from lightning_ssl.methods import METHODS  # noqa: E402
+from machine import describe_machine  # bench/machine.py (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_POINTS = 1.0
@@ -225,22 +224,11 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def machine_name() -> str:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    load = ""
-    with contextlib.suppress(OSError):
-        load = f", load average {os.getloadavg()[0]:.1f} at start"
-    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads{load}{gpu}"
-
-
 # ---------------------------------------------------------------------------------------------- run
+def machine() -> str:
+    return describe_machine(torch.device("cuda") if torch.cuda.is_available() else None)
+
+
 def run_one(args: argparse.Namespace, dataset: str, method: str, setting: dict[str, Any],
             workdir: Path) -> tuple[list[Row], dict[str, Any]]:
     L.seed_everything(args.seed, workers=True, verbose=False)
@@ -514,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     n_runs = len(args.datasets) * sum(len(args.grid[m]) for m in args.methods)
     print(f"# lightning_ssl: label-free checkpoint selection ({_dt.datetime.now():%Y-%m-%d %H:%M})")
-    print(f"machine  : {machine_name()}")
+    print(f"machine  : {machine()}")
     print(f"software : python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
     print(f"command  : python {' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}")
     print(f"runs     : {n_runs} = datasets {args.datasets} x settings "
@@ -569,9 +557,9 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = report(rows, args, infos)
     wall = time.perf_counter() - start
-    print(f"\nwall time: {wall / 60:.1f} min ({machine_name()})")
+    print(f"\nwall time: {wall / 60:.1f} min ({machine()})")
     if args.out:
-        meta = {"args": {k: v for k, v in vars(args).items()}, "wall_s": wall, "machine": machine_name(),
+        meta = {"args": {k: v for k, v in vars(args).items()}, "wall_s": wall, "machine": machine(),
                 "torch": torch.__version__, "lightning": L.__version__, "runs": infos}
         write_out(Path(args.out), rows, summary, meta)
 

@@ -76,6 +76,7 @@ from lightning_ssl.encoders.image import TimmEncoder  # noqa: E402
 from lightning_ssl.methods import METHODS  # noqa: E402
 from lightning_ssl.methods.base import SSLMethod, ViewOutputs  # noqa: E402
 from lightning_ssl.methods.momentum import MomentumSSLMethod  # noqa: E402
+from machine import describe_machine  # bench/machine.py (this folder is on sys.path)
 
 TARGET_OVERHEAD_PCT = 5.0
 GPU_GOAL_IMG_S = 20_000
@@ -340,19 +341,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (+ {os.cpu_count()} CPU cores)"
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    return f"CPU: {model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.verbose:
@@ -417,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     memory = PeakMemory(device)
 
     print(f"# lightning_ssl throughput: Trainer vs bare PyTorch loop ({_dt.datetime.now():%Y-%m-%d %H:%M})")
-    print(f"machine   : {machine_name(device)}")
+    print(f"machine   : {describe_machine(device, load=False)}")
     print(f"software  : python {platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}")
     print(f"model     : {args.method} + TimmEncoder({args.encoder!r}, small_stem={args.small_stem}, in_chans={in_chans}),"
           f" {n_params / 1e6:.2f} M trainable parameters, optimizer {model.hparams.optimizer}")

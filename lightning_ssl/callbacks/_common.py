@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
+
+
+class NamedCallback(L.Callback):
+    """A callback whose checkpoint entry is keyed by its ``name``, so that two instances with different
+    names (RankMe on validation and on a training bank, a linear and an MLP probe) can run together."""
+
+    name: str
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
 
 
 class NonFiniteEmbeddingError(FloatingPointError):

@@ -23,6 +23,7 @@ from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, Multicl
 from lightning_ssl import distributed as dist
 from lightning_ssl.callbacks._common import (
     EmbeddingBank,
+    NamedCallback,
     MissingLabelsError,
     NonFiniteEmbeddingError,
     class_targets,
@@ -74,7 +75,25 @@ def _log_metrics(pl_module: L.LightningModule, values: dict[str, Tensor]) -> Non
         pl_module.log(name, value.float().to(pl_module.device), on_step=False, on_epoch=True, sync_dist=True)
 
 
-class OnlineLinearProbe(L.Callback):
+class _LabelledMonitor(NamedCallback):
+    """What the probe and the kNN share: ``num_classes`` resolved at set-up, labels read from the step output."""
+
+    num_classes: int | None
+    _num_classes_arg: int | None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.num_classes = resolve_num_classes(trainer, self._num_classes_arg, type(self).__name__)
+        self._world_size = trainer.world_size
+
+    def _labels(self, outputs: Any, where: str) -> Tensor:
+        target = outputs.get("target") if isinstance(outputs, dict) else None
+        if target is None:
+            raise MissingLabelsError(_NO_LABELS.format(caller=type(self).__name__, where=where))
+        assert self.num_classes is not None
+        return class_targets(target, self.num_classes, type(self).__name__)
+
+
+class OnlineLinearProbe(_LabelledMonitor):
     """A classifier trained online on detached embeddings of the labelled training batches.
 
     Logs ``<name>/train_loss`` per step and, after each validation epoch, ``<name>/val_acc``,
@@ -116,7 +135,7 @@ class OnlineLinearProbe(L.Callback):
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"OnlineLinearProbe: label_fraction must be in (0, 1], got {label_fraction}.")
         self.num_classes, self.key, self.hidden_dim = num_classes, key, hidden_dim
-        self._num_classes_arg = num_classes
+        self._num_classes_arg, self._world_size = num_classes, 1
         self.optimizer_name, self.lr, self.weight_decay, self.momentum = optimizer, lr, weight_decay, momentum
         self.label_fraction, self.seed, self.name = label_fraction, seed, name
         self.classifier: nn.Module | None = None
@@ -127,14 +146,9 @@ class OnlineLinearProbe(L.Callback):
         self._pending_state: dict[str, Any] | None = None
         self._evaluating = False
 
-    @property
-    def state_key(self) -> str:
-        # one checkpoint entry per probe, so a linear and an MLP probe (different names) can run together
-        return self._generate_state_key(name=self.name)
-
     # ------------------------------------------------------------------ construction
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.num_classes = resolve_num_classes(trainer, self._num_classes_arg, type(self).__name__)
+        super().setup(trainer, pl_module, stage)
         if stage == "fit":  # a new fit gets a new probe; on resume Lightning loads the saved one after this
             self.classifier = self.optimizer = self.in_dim = None
             self._pending_state, self.metrics = None, None
@@ -182,13 +196,6 @@ class OnlineLinearProbe(L.Callback):
             self.classifier.to(z.device)
             if self.optimizer is not None:  # move optimizer buffers with the weights
                 self.optimizer.load_state_dict(self.optimizer.state_dict())
-
-    def _labels(self, outputs: Any, where: str) -> Tensor:
-        target = outputs.get("target") if isinstance(outputs, dict) else None
-        if target is None:
-            raise MissingLabelsError(_NO_LABELS.format(caller=type(self).__name__, where=where))
-        assert self.num_classes is not None
-        return class_targets(target, self.num_classes, type(self).__name__)
 
     # ------------------------------------------------------------------ training
     def on_train_batch_end(
@@ -319,7 +326,7 @@ def _evenly_spaced_loader(loader: Any, rows: int, rank: int, world: int) -> Data
     )
 
 
-class OnlineKNN(L.Callback):
+class OnlineKNN(_LabelledMonitor):
     """Weighted kNN accuracy of validation embeddings against a bank of training embeddings.
 
     Wu et al. 2018 / DINO (Caron et al. 2021): cosine similarity, the ``k`` nearest bank rows vote
@@ -375,14 +382,8 @@ class OnlineKNN(L.Callback):
         self.metrics: MetricCollection | None = None
         self._evaluating = False
 
-    @property
-    def state_key(self) -> str:
-        # one checkpoint entry per instance (e.g. kNN on embeddings and on projections, different names)
-        return self._generate_state_key(name=self.name)
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.num_classes = resolve_num_classes(trainer, self._num_classes_arg, type(self).__name__)
-        self._world_size = trainer.world_size
+        super().setup(trainer, pl_module, stage)
         if stage == "fit":  # a new fit starts with an empty bank; on resume the saved one is loaded after this
             self._train_bank, self._bank, self.metrics = None, None, None
         if self.bank_mode == "clean" and stage == "fit":
@@ -394,12 +395,6 @@ class OnlineKNN(L.Callback):
                     f"{'no datamodule' if dm is None else type(dm).__name__} provides. Add that method to "
                     "the datamodule, or use OnlineKNN(bank='train_batches')."
                 )
-
-    def _labels(self, outputs: Any, where: str) -> Tensor:
-        target = outputs.get("target") if isinstance(outputs, dict) else None
-        if target is None:
-            raise MissingLabelsError(_NO_LABELS.format(caller=type(self).__name__, where=where))
-        return class_targets(target, self.num_classes, type(self).__name__)  # type: ignore[arg-type]
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_ssl import distributed as dist
-from lightning_ssl.callbacks._common import EmbeddingBank, NonFiniteEmbeddingError, step_tensor
+from lightning_ssl.callbacks._common import EmbeddingBank, NamedCallback, NonFiniteEmbeddingError, step_tensor
 
 __all__ = ["RankMe", "rankme", "rankme_from_singular_values", "singular_values_from_gram", "spectrum_image"]
 
@@ -76,7 +76,7 @@ def spectrum_image(s: Tensor, height: int = 160, width: int = 320, floor: float 
     return img.float()
 
 
-class RankMe(L.Callback):
+class RankMe(NamedCallback):
     """Log RankMe of the embeddings as ``rankme`` (and ``rankme/<key>`` for further keys).
 
     Args:
@@ -170,12 +170,6 @@ class RankMe(L.Callback):
         else:
             self._gram[key] = z.T @ z
         self._count[key] = used + z.shape[0]
-
-    @property
-    def state_key(self) -> str:
-        # one checkpoint entry per instance, so RankMe on the validation set and on a training bank
-        # (different names) can run together
-        return self._generate_state_key(name=self.name)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # A new fit starts from a clean slate: a callback reused by a fresh Trainer must neither skip the

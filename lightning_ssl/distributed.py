@@ -29,16 +29,25 @@ def rank() -> int:
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` from all ranks along dim 0, differentiably.
+    """Concatenate ``x`` from all ranks along dim 0, differentiably, in rank order.
 
-    Every rank must pass a tensor of the same shape (train loaders use ``drop_last=True``).
-    Identity when not distributed.
+    Ranks may hold different numbers of rows (the last batch of an epoch, the seed nodes of a
+    sampled subgraph, a full graph sharded over ranks): rows are padded to the largest count for the
+    collective and trimmed after. Identity when not distributed.
     """
     if not is_distributed():
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    counts = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(counts, n)
+    sizes = [int(c.item()) for c in counts]
+    if len(set(sizes)) == 1:
+        return torch.cat(all_gather(x.contiguous()), dim=0)
+    pad = x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))
+    parts = all_gather(torch.cat([x, pad], dim=0).contiguous())
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)], dim=0)
 
 
 @torch.no_grad()

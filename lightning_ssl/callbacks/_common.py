@@ -81,8 +81,8 @@ def resolve_num_classes(trainer: Any, given: int | None, caller: str) -> int:
         )
     if given is None and from_dm is None:
         raise ValueError(
-            f"{caller}: num_classes is not set and the datamodule does not expose `num_classes`. "
-            "Set num_classes on the callback."
+            f"{caller}: num_classes is not set and the datamodule gives none (no `num_classes` attribute, or "
+            "None because its data has no labels). Set num_classes on the callback, or use labelled data."
         )
     n = int(given if given is not None else from_dm)  # type: ignore[arg-type]
     if n < 2:

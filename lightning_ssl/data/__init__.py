@@ -1,10 +1,12 @@
 """Datamodules per modality, the batch type and view transforms."""
 
 from lightning_ssl.data.batch import SSLBatch
+from lightning_ssl.data.graph import GRAPH_DATASETS, GraphDataModule, load_graph_dataset
+from lightning_ssl.data.graph_views import GraphView
 from lightning_ssl.data.image import DATASETS, MEDMNIST_FLAGS, ImageDataModule, collate_views, load_medmnist
 from lightning_ssl.data.image_transforms import RECIPES, DeviceAugmentation, ViewSpec, make_recipe
 
 __all__ = [
-    "DATASETS", "MEDMNIST_FLAGS", "RECIPES", "DeviceAugmentation", "ImageDataModule", "SSLBatch", "ViewSpec",
+    "DATASETS", "GRAPH_DATASETS", "GraphDataModule", "GraphView", "load_graph_dataset", "MEDMNIST_FLAGS", "RECIPES", "DeviceAugmentation", "ImageDataModule", "SSLBatch", "ViewSpec",
     "collate_views", "load_medmnist", "make_recipe",
 ]

@@ -1,3 +1,3 @@
-from lightning_ssl.heads.mlp import DINOHead, mlp, projection_head
+from lightning_ssl.heads.mlp import ACTIVATIONS, DINOHead, head_out_dim, mlp, projection_head
 
-__all__ = ["DINOHead", "mlp", "projection_head"]
+__all__ = ["ACTIVATIONS", "DINOHead", "head_out_dim", "mlp", "projection_head"]

@@ -13,7 +13,7 @@ def mlp(
     batch_norm: bool = True,
     last_batch_norm: bool = False,
     last_bias: bool = True,
-    activation: type[nn.Module] = nn.ReLU,
+    activation: type[nn.Module] | str = nn.ReLU,
 ) -> nn.Sequential:
     """An MLP ``dims[0] -> ... -> dims[-1]``: Linear (+BN) + activation between layers.
 
@@ -22,6 +22,7 @@ def mlp(
     """
     if len(dims) < 2:
         raise ValueError(f"An MLP needs at least input and output widths; got dims={list(dims)}.")
+    act = _activation(activation)
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         last = i == len(dims) - 2
@@ -29,17 +30,36 @@ def mlp(
         if not last:
             if batch_norm:
                 layers.append(nn.BatchNorm1d(d_out))
-            layers.append(activation())
+            layers.append(act())
         elif last_batch_norm:
             layers.append(nn.BatchNorm1d(d_out, affine=False))
     return nn.Sequential(*layers)
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, **kwargs) -> nn.Sequential:
-    """``num_layers`` linear layers ``in -> hidden (x num_layers-1) -> out``."""
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "prelu": nn.PReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def _activation(activation: type[nn.Module] | str) -> type[nn.Module]:
+    if isinstance(activation, str):
+        if activation.lower() not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {activation!r}; valid names: {', '.join(ACTIVATIONS)}.")
+        return ACTIVATIONS[activation.lower()]
+    return activation
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, **kwargs) -> nn.Module:
+    """``num_layers`` linear layers ``in -> hidden (x num_layers-1) -> out``; ``num_layers=0`` is no head
+    (``nn.Identity``, the output width is then ``in_dim``: GBT, CCA-SSG and BGRL's target use none)."""
+    if num_layers < 0:
+        raise ValueError(f"num_layers must be >= 0, got {num_layers}.")
+    if num_layers == 0:
+        return nn.Identity()
     return mlp([in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim], **kwargs)
+
+
+def head_out_dim(in_dim: int, out_dim: int, num_layers: int) -> int:
+    """Width of :func:`projection_head`'s output (``in_dim`` when it has no layers)."""
+    return in_dim if num_layers == 0 else out_dim
 
 
 class DINOHead(nn.Module):

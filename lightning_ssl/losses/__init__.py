@@ -7,15 +7,18 @@ and gradients equal those of one process on the concatenated batch.
 """
 
 from lightning_ssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, cross_correlation
+from lightning_ssl.losses.cca_ssg import CCASSGLoss, cca_ssg_loss
 from lightning_ssl.losses.byol import BYOLLoss, NegativeCosineSimilarity, byol_loss, negative_cosine_similarity
 from lightning_ssl.losses.dino import DINOLoss, dino_teacher_temperature
 from lightning_ssl.losses.moco import MoCoV3Loss, mocov3_loss
 from lightning_ssl.losses.nt_xent import NTXentLoss, nt_xent_loss
+from lightning_ssl.losses.sce import scaled_cosine_error
 from lightning_ssl.losses.vicreg import VICRegLoss, vicreg_loss
 
 __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "CCASSGLoss",
     "DINOLoss",
     "MoCoV3Loss",
     "NTXentLoss",
@@ -23,10 +26,12 @@ __all__ = [
     "VICRegLoss",
     "barlow_twins_loss",
     "byol_loss",
+    "cca_ssg_loss",
     "cross_correlation",
     "dino_teacher_temperature",
     "mocov3_loss",
     "negative_cosine_similarity",
     "nt_xent_loss",
+    "scaled_cosine_error",
     "vicreg_loss",
 ]

@@ -18,6 +18,9 @@ class BarlowTwins(SSLMethod):
     Each branch is batch-normalised with the *global* batch statistics and C = z1^T z2 / N over the
     global batch (what the official synced-BN code computes). Paper defaults: 3-layer projector of
     width 8192 (no bias), lambda = 0.0051, LARS with lr 0.2 (weights) / 0.0048 (biases) at batch 2048.
+
+    Graph Barlow Twins (Bielak et al. 2022) is this objective over nodes with two graph views, no
+    projector (``proj_layers: 0``) and lambda = 1/D: ``configs/graph/gbt_cora.yaml``.
     """
 
     loss_is_global = True

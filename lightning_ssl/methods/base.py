@@ -39,13 +39,16 @@ class ViewOutputs:
     """What :meth:`SSLMethod.compute_loss` receives for one training batch.
 
     ``embeddings[i]`` is the encoder output of view ``i`` (rows restricted by ``batch.mask``),
-    ``projections[i]`` the projector output of the same view.
+    ``projections[i]`` the projector output of the same view. ``unmasked[i]`` is the encoder output of
+    every row of view ``i`` (all nodes of a sampled subgraph, for decoders that message-pass over it);
+    ``extra`` is what :meth:`SSLMethod.prepare_views` returned (e.g. which nodes were masked).
     """
 
     embeddings: list[Tensor]
     projections: list[Tensor]
     batch: SSLBatch
     extra: dict[str, Any] = field(default_factory=dict)
+    unmasked: list[Tensor] = field(default_factory=list)
 
 
 def as_ssl_batch(batch: Any) -> SSLBatch:
@@ -68,7 +71,7 @@ class SSLMethod(L.LightningModule):
 
     Args:
         encoder: ``nn.Module`` with ``forward(view) -> [N, out_dim]`` and an ``out_dim`` attribute.
-        optimizer: ``"sgd"``, ``"adamw"`` or ``"lars"`` (You et al. 2017).
+        optimizer: ``"sgd"``, ``"adamw"``, ``"lars"`` (You et al. 2017) or ``"adam"`` (L2 weight decay).
         lr: base learning rate (before optional scaling).
         weight_decay: applied to weights only; biases and norm parameters get none (and no LARS
             adaptation) when ``exclude_bias_and_norm``.
@@ -130,6 +133,14 @@ class SSLMethod(L.LightningModule):
         """Predictor head on projections (BYOL, SimSiam, MoCo v3); identity elsewhere."""
         return self.predictor(z)
 
+    def prepare_views(self, batch: SSLBatch) -> tuple[list[Any], dict[str, Any]]:
+        """The encoder inputs of a training batch and any side information for :meth:`compute_loss`.
+
+        Default: the batch's views unchanged. Masked-modelling methods (GraphMAE, MAE) override it to
+        mask the input and return the mask in the dict (passed on as ``ViewOutputs.extra``).
+        """
+        return batch.views, {}
+
     def compute_loss(self, out: ViewOutputs) -> Tensor | dict[str, Tensor]:
         """The objective. Return the loss, or a dict with ``loss`` and parts logged as ``train/<key>``."""
         raise NotImplementedError
@@ -165,11 +176,14 @@ class SSLMethod(L.LightningModule):
         if len(batch.views) < self.min_views:
             raise ValueError(
                 f"{type(self).__name__} needs >= {self.min_views} views per training batch, got "
-                f"{len(batch.views)}. Use a multi-view recipe in the datamodule (e.g. recipe: simclr)."
+                f"{len(batch.views)}. Give the datamodule more views (images: a multi-view recipe such as "
+                "recipe: simclr; graphs: one GraphView per view in data.views)."
             )
-        h = [self.apply_mask(x, batch) for x in self.encode_views(batch.views)]
+        views, extra = self.prepare_views(batch)
+        h_all = self.encode_views(views)
+        h = [self.apply_mask(x, batch) for x in h_all]
         z = [self.project(x) for x in h]
-        result = self.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch))
+        result = self.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch, extra=extra, unmasked=h_all))
         parts = result if isinstance(result, dict) else {"loss": result}
         loss = parts["loss"]
         self._pending_losses.append((loss.detach(), batch_idx))  # checked in on_before_optimizer_step
@@ -248,6 +262,8 @@ class SSLMethod(L.LightningModule):
     # ------------------------------------------------------------------ set-up checks
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "check_encoder"):  # modality checks (graph feature width, fan-outs)
+            dm.check_encoder(self.encoder)
         data_ch = getattr(dm, "num_channels", None)
         enc_ch = getattr(self.encoder, "in_chans", None)
         if data_ch is not None and enc_ch is not None and data_ch != enc_ch:

@@ -16,7 +16,11 @@ class SimCLR(SSLMethod):
     """NT-Xent over two views with 2N-2 negatives from both views, gathered across ranks.
 
     Paper defaults: 2-layer projector (hidden = 2048, out = 128), temperature 0.5 for CIFAR
-    (0.1 with LARS at batch 4096 on ImageNet). Also GRACE on graphs with graph views.
+    (0.1 with LARS at batch 4096 on ImageNet).
+
+    GRACE (Zhu et al. 2020, "Deep Graph Contrastive Representation Learning") is this objective over
+    nodes with two graph views (intra- and inter-view negatives = the 2N-2 negatives of NT-Xent), with
+    an ELU projector without BatchNorm: ``configs/graph/grace_cora.yaml``.
     """
 
     loss_is_global = True
@@ -28,11 +32,14 @@ class SimCLR(SSLMethod):
         proj_out_dim: int = 128,
         proj_layers: int = 2,
         temperature: float = 0.5,
+        proj_batch_norm: bool = True,
+        proj_activation: str = "relu",
         **kwargs: Any,
     ) -> None:
         super().__init__(encoder, **kwargs)
         self.temperature = temperature
-        self.projector = projection_head(encoder.out_dim, proj_hidden_dim, proj_out_dim, proj_layers)
+        self.projector = projection_head(encoder.out_dim, proj_hidden_dim, proj_out_dim, proj_layers,
+                                         batch_norm=proj_batch_norm, activation=proj_activation)
 
     def compute_loss(self, out: ViewOutputs) -> Tensor:
         z1, z2 = out.projections[:2]

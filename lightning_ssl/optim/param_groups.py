@@ -103,7 +103,7 @@ def param_groups_no_weight_decay(
     ]
 
 
-OPTIMIZERS = ("sgd", "adamw", "lars")
+OPTIMIZERS = ("sgd", "adamw", "lars", "adam")
 
 
 def build_optimizer(
@@ -115,7 +115,10 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
-    """Build ``"sgd"``, ``"adamw"`` or ``"lars"`` (case-insensitive) over ``param_groups``.
+    """Build ``"sgd"``, ``"adamw"``, ``"lars"`` or ``"adam"`` (case-insensitive) over ``param_groups``.
+
+    ``"adam"`` adds weight decay to the gradient (L2, coupled), as the reference code of the graph
+    methods (DGI, GRACE, CCA-SSG, GraphMAE) does; ``"adamw"`` decouples it (Loshchilov & Hutter 2019).
 
     Args:
         name: optimizer name.
@@ -125,7 +128,7 @@ def build_optimizer(
             keys are kept: torch optimizers carry unknown group keys along unchanged (also in
             ``state_dict``), and only :class:`~lightning_ssl.optim.LARS` reads ``lars_exclude``.
         lr: learning rate (not rescaled here; see :func:`scale_learning_rate`).
-        weight_decay: default weight decay (AdamW: decoupled, SGD and LARS: L2 in the gradient).
+        weight_decay: default weight decay (AdamW: decoupled, SGD, Adam and LARS: L2 in the gradient).
         momentum: SGD and LARS momentum (ignored by AdamW).
         betas: AdamW betas (ignored by SGD and LARS).
         **kwargs: passed on to the optimizer (e.g. ``nesterov=True`` for SGD,
@@ -140,6 +143,8 @@ def build_optimizer(
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
     if key == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **kwargs)
+    if key == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **kwargs)
     if key == "lars":
         from lightning_ssl.optim.lars import LARS
 

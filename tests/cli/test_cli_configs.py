@@ -25,7 +25,7 @@ from lightning_ssl.methods import METHODS
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 MEDMNIST = SHARED / "medmnist"
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIGS = sorted((REPO / "configs" / "image").rglob("*.yaml"))  # graph configs: tests/graph/test_graph_configs.py
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import lightning as L
 import pytest
 import torch
@@ -200,3 +201,14 @@ def test_probe_on_graph_without_labels():
     with pytest.raises(MissingLabelsError, match="carry no labels") as err:
         fit(OnlineLinearProbe(num_classes=3))
     assert "OnlineLinearProbe" in str(err.value)
+
+
+def test_ogb_names_need_the_ogb_extra(tmp_path):
+    from lightning_ssl.data import load_graph_dataset
+
+    if importlib.util.find_spec("ogb") is None:
+        with pytest.raises(ImportError, match=r"pip install 'lightning-ssl\[ogb\]'"):
+            load_graph_dataset("ogbn-arxiv", tmp_path)
+    else:  # with the extra installed, a missing download is the clear error
+        with pytest.raises(FileNotFoundError, match="ogbn_arxiv/raw"):
+            load_graph_dataset("ogbn-arxiv", tmp_path)

@@ -3,6 +3,7 @@ the shared Cora; two of them fit for one step (fast_dev_run) through the real en
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -105,3 +106,37 @@ def test_graph_config_through_main(tmp_path: Path):
     rc = main(["fit", "--config", str(config), *_common(tmp_path), "--trainer.fast_dev_run=true",
                "--model.init_args.encoder.init_args.hidden_channels", "16"])
     assert rc == 0
+
+
+def test_evaluate_graph_cli_on_a_trained_checkpoint(tmp_path: Path, capsys):
+    """``lightning-ssl fit`` with a link split, then ``lightning-ssl evaluate-graph`` on its checkpoint: node
+    classification, clustering and link prediction on edges the encoder never saw, written as JSON."""
+    config = REPO_ROOT / "configs" / "graph" / "cca_ssg_cora.yaml"
+    small = ["--model.init_args.encoder.init_args.hidden_channels", "16",
+             "--model.init_args.encoder.init_args.out_channels", "16", "--data.init_args.link_split", "true"]
+    assert main(["fit", "--config", str(config), *_common(tmp_path), *small, "--trainer.max_epochs", "1",
+                 "--trainer.check_val_every_n_epoch", "1"]) == 0
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file(), sorted(str(p) for p in tmp_path.rglob("*.ckpt"))
+    out = tmp_path / "eval.json"
+    eval_args = ["--config", str(config), "--ckpt", str(ckpt), "--tasks", "node,cluster,link", "--seeds", "0,1",
+                 "--out", str(out), "--data.init_args.root", str(PLANETOID),
+                 "--data.init_args.cache_dir", str(tmp_path / "cache"), *small]
+    assert main(["evaluate-graph", *eval_args]) == 0
+    res = json.loads(out.read_text())
+    assert 1 / 7 < res["node"]["mean"] <= 1.0 and "public" in res["node"]["protocol"]
+    assert len(res["node"]["accs"]) == 2
+    assert 0.0 <= res["cluster"]["nmi"] <= 1.0
+    for part in ("val", "test"):
+        assert 0.5 < res["link"][part]["auc"] <= 1.0 and 0.0 <= res["link"][part]["ap"] <= 1.0
+    # the checkpoint's weights were loaded: the random-init encoder scores differently
+    rand = tmp_path / "rand.json"
+    assert main(["evaluate-graph", *[a if a != str(out) else str(rand) for a in eval_args if a not in ("--ckpt", str(ckpt))]]) == 0
+    assert json.loads(rand.read_text())["node"]["accs"] != res["node"]["accs"]
+    # bad input: a missing checkpoint and link prediction without a link split are clear errors
+    with pytest.raises(SystemExit):
+        main(["evaluate-graph", "--config", str(config), "--ckpt", str(tmp_path / "nope.ckpt")])
+    assert "Checkpoint not found" in capsys.readouterr().err
+    no_link = [a for a in eval_args if a not in ("--data.init_args.link_split", "true")]
+    with pytest.raises(ValueError, match="link_split: true"):
+        main(["evaluate-graph", *no_link])

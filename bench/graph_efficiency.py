@@ -268,7 +268,7 @@ def cora_tables(results: list[dict], gpu: bool) -> str:
             continue
         fo = "-" if r["fanouts"] is None else str(r["fanouts"])
         lines.append(
-            f"| {r['method']} | {r['mode']} | {fo} | {r['batch']} | {r['s_per_epoch']:.4f} | "
+            f"| {r['row']} ({r['method']}) | {r['mode']} | {fo} | {r['batch']} | {r['s_per_epoch']:.4f} | "
             f"{r['nodes_per_s']:,.0f} | {mib(r['peak_rss'])} | {mib(r['rss_train_start'])} | "
             f"{mib(r['train_peak_rss'])} | {mib(r['peak_gpu']) if gpu else 'n/a'} | {r['steps_per_epoch']:g} | "
             f"{r['nodes_per_step']:,.0f} |")
@@ -285,7 +285,7 @@ def cora_tables(results: list[dict], gpu: bool) -> str:
             a, b = n.get(key), f.get(key)
             return "n/a" if a is None or b is None or a < 0 or b <= 0 else f"{a / b:.2f}x"
 
-        lines.append(f"| {f['method']} | {ratio('s_per_epoch')} | {ratio('nodes_per_s')} | {ratio('peak_rss')} | "
+        lines.append(f"| {row} ({f['method']}) | {ratio('s_per_epoch')} | {ratio('nodes_per_s')} | {ratio('peak_rss')} | "
                      f"{ratio('train_peak_rss')} | {ratio('peak_gpu') if gpu else 'n/a'} |")
     errors = [r for r in results if "error" in r]
     for r in errors:

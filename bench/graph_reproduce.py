@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda") if args.accelerator in ("gpu", "cuda") or (
         args.accelerator == "auto" and torch.cuda.is_available()) else torch.device("cpu")
     header = (f"# Graph SSL on Cora: reproduction of published numbers\n\n{describe_machine(device)}\n"
-              f"torch {torch.__version__}; seeds {args.seeds}; epochs x{args.epochs_scale}\n")
+              f"torch {torch.__version__}; seeds {args.seeds}; epochs x{args.epochs_scale}"
+              f"{'; overrides: ' + args.override if args.override else ''}\n")
     print(header, flush=True)
     results = []
     for key in args.rows.split(","):

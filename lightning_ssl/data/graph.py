@@ -166,7 +166,8 @@ def check_graph(data: Data, where: str = "graph") -> None:
         )
     if x.dim() != 2:
         raise ValueError(f"Node features must be [num_nodes, num_features], got shape {tuple(x.shape)}.")
-    if not torch.isfinite(x).all():
+    finite = all(bool(torch.isfinite(chunk).all()) for chunk in x.split(1 << 18))  # bounded temporary memory
+    if not finite:
         bad = (~torch.isfinite(x)).any(1).nonzero().flatten()[:5].tolist()
         raise ValueError(f"Node features of the {where} contain NaN/inf (nodes {bad}...). Clean or impute them first.")
     ei = data.edge_index
@@ -246,8 +247,10 @@ class _Sampled:
 
     def __call__(self, seeds: Any) -> SSLBatch:
         sub = self.sampler(seeds)
-        target = sub.ssl_target if "ssl_target" in sub else None
-        del sub.ssl_target
+        target = None
+        if "ssl_target" in sub:  # the training labels ride along as a node attribute; not a model input
+            target = sub.ssl_target
+            del sub.ssl_target
         mask = torch.arange(sub.num_nodes) < int(sub.batch_size)
         return SSLBatch(views=[sub], target=target, mask=mask, index=sub.n_id)
 

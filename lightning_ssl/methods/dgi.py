@@ -35,10 +35,15 @@ class DGI(SSLMethod):
         count = dist.all_reduce_sum(torch.tensor(float(h.shape[0]), device=h.device))
         return torch.sigmoid(total / count)
 
+    def discriminate(self, h: Tensor, summary: Tensor) -> Tensor:
+        """Bilinear scores ``h_i^T W s + b`` for one summary vector: ``h @ (W s)``, which avoids the
+        ``[N, D, D]`` intermediate that ``nn.Bilinear`` with an expanded summary builds in backward."""
+        return h @ (self.discriminator.weight[0] @ summary) + self.discriminator.bias
+
     def compute_loss(self, out: ViewOutputs) -> dict[str, Tensor]:
         h_real, h_fake = out.embeddings[:2]
-        s = self.readout(h_real).expand_as(h_real)
-        logits = torch.cat([self.discriminator(h_real, s), self.discriminator(h_fake, s)]).squeeze(-1)
+        s = self.readout(h_real)
+        logits = torch.cat([self.discriminate(h_real, s), self.discriminate(h_fake, s)])
         labels = torch.cat([torch.ones(h_real.shape[0]), torch.zeros(h_fake.shape[0])]).to(logits)
         # sum / global count (x world size: DDP averages gradients) = the one-process mean over all rows
         n_global = dist.all_reduce_sum(torch.tensor(float(logits.shape[0]), device=logits.device))

@@ -217,3 +217,19 @@ def test_rankme_probe_and_knn_on_a_graph_fit(cache, mode):
     assert 0.0 <= float(m["probe/val_acc"]) <= 1.0
     # kNN over the clean graph's 140 training nodes: GCN features of Cora are far above the 1/7 chance level
     assert 0.25 < float(m["knn/val_acc"]) <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["full", "neighbor"])
+def test_unlabelled_graph_trains(mode):
+    """SSL needs no labels: a graph without y trains in both modes (batches carry target None)."""
+    from lightning_ssl.data import GraphDataModule
+
+    graph = random_graph(num_nodes=50, num_features=4, num_classes=None)
+    assert getattr(graph, "y", None) is None
+    dm = GraphDataModule.from_data(graph, mode=mode, num_neighbors=[3, 3], batch_size=16, split="random")
+    model = CCASSG(tiny_gnn(in_channels=4, width=8, activation="relu", act_last=False), lr=1e-2, warmup_epochs=0)
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    trainer = make_trainer(max_steps=-1, max_epochs=1, limit_val_batches=0)
+    trainer.fit(model, dm)
+    assert trainer.global_step == (1 if mode == "full" else 4)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))

@@ -137,7 +137,7 @@ def test_graph_loss_equals_single_process(ddp_results, name, split):
 STEPS_PER_EPOCH = 2
 
 
-def _fit_worker(rank: int, world: int, port: int, cache: str) -> dict:
+def _fit_worker(rank: int, world: int, port: int, cache: str, mode: str = "full") -> dict:
     import warnings
 
     import lightning as L
@@ -151,7 +151,7 @@ def _fit_worker(rank: int, world: int, port: int, cache: str) -> dict:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank), NODE_RANK="0")
     L.seed_everything(0, verbose=False)
-    dm = cora_dm(cache, steps_per_epoch=STEPS_PER_EPOCH)
+    dm = cora_dm(cache, steps_per_epoch=STEPS_PER_EPOCH, mode=mode, num_neighbors=[5, 5], batch_size=512)
     model = CCASSG(tiny_gnn(width=16, activation="relu", act_last=False), optimizer="adam", lr=1e-2,
                    warmup_epochs=0, min_lr_factor=1.0)
     before = model.encoder.convs[0].lin.weight.detach().clone()
@@ -159,7 +159,8 @@ def _fit_worker(rank: int, world: int, port: int, cache: str) -> dict:
 
     class Record(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            steps.append({"loss": float(outputs["loss"]), "mask": batch.mask.clone(), "rows": outputs["embeddings"].shape[0]})
+            steps.append({"loss": float(outputs["loss"]), "mask": batch.mask.clone(), "rows": outputs["embeddings"].shape[0],
+                          "seeds": batch.index[batch.mask].clone()})
 
     trainer = L.Trainer(accelerator="cpu", devices=world, strategy=DDPStrategy(process_group_backend="gloo"),
                         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -173,7 +174,8 @@ def _fit_worker(rank: int, world: int, port: int, cache: str) -> dict:
 
 def _all_worker(rank: int, world: int, port: int, cache: str) -> dict:
     """One spawn for the whole module (starting two interpreters with Lightning and PyG costs most of the time)."""
-    return {"losses": _worker(rank, world), "fit": _fit_worker(rank, world, port, cache)}
+    return {"losses": _worker(rank, world), "fit": _fit_worker(rank, world, port, cache),
+            "fit_neighbor": _fit_worker(rank, world, port, cache, mode="neighbor")}
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +216,17 @@ def test_two_process_fit_full_mode(fit_results):
 def test_two_process_fit_honours_steps_per_epoch(fit_results):
     for res in fit_results:
         assert res["global_step"] == STEPS_PER_EPOCH, res["global_step"]
+
+
+def test_two_process_fit_neighbor_mode(_spawned):
+    """Neighbour mode under DDP: Lightning's DistributedSampler splits the seed nodes, every node is a seed
+    exactly once per epoch over both ranks, ranks hold different row counts in the last batch, and the
+    global CCA-SSG loss is the same number on both ranks."""
+    r0, r1 = (r["fit_neighbor"] for r in _spawned)
+    assert len(r0["steps"]) == len(r1["steps"]) == 3  # 1354 seeds per rank in batches of 512
+    seeds = torch.cat([s["seeds"] for r in (r0, r1) for s in r["steps"]])
+    assert torch.equal(seeds.sort().values, torch.arange(CORA_NODES))
+    assert [s["rows"] for s in r0["steps"]] == [512, 512, 330]
+    assert [s["loss"] for s in r0["steps"]] == pytest.approx([s["loss"] for s in r1["steps"]], rel=1e-6)
+    torch.testing.assert_close(r0["weight"], r1["weight"])
+    assert not torch.equal(r0["weight"], r0["before"])

@@ -10,6 +10,10 @@ scaled by ``1 / world_size``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -28,21 +32,42 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+_UNEVEN = threading.local()
+
+
+@contextlib.contextmanager
+def uneven_rows(enabled: bool = True) -> Iterator[None]:
+    """Within this context :func:`gather_with_grad` allows different row counts per rank.
+
+    ``SSLMethod.training_step`` enters it for batches with a row mask (seed nodes of a sampled subgraph,
+    a full graph sharded over ranks). Outside it the gather assumes equal shapes (image loaders use
+    ``drop_last=True``) and needs no size exchange and no host synchronisation.
+    """
+    previous = getattr(_UNEVEN, "on", False)
+    _UNEVEN.on = enabled
+    try:
+        yield
+    finally:
+        _UNEVEN.on = previous
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` from all ranks along dim 0, differentiably, in rank order.
 
-    Ranks may hold different numbers of rows (the last batch of an epoch, the seed nodes of a
-    sampled subgraph, a full graph sharded over ranks): rows are padded to the largest count for the
-    collective and trimmed after. Identity when not distributed.
+    Every rank must pass the same shape, except inside :func:`uneven_rows`, where rows are padded to the
+    largest count for the collective and trimmed after (one extra small collective and one host sync).
+    Identity when not distributed.
     """
     if not is_distributed():
         return x
     from torch.distributed.nn.functional import all_gather
 
+    if not getattr(_UNEVEN, "on", False):
+        return torch.cat(all_gather(x.contiguous()), dim=0)
     n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
     counts = [torch.zeros_like(n) for _ in range(world_size())]
     dist.all_gather(counts, n)
-    sizes = [int(c.item()) for c in counts]
+    sizes = torch.cat(counts).tolist()
     if len(set(sizes)) == 1:
         return torch.cat(all_gather(x.contiguous()), dim=0)
     pad = x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,15 +96,26 @@ def _mirror(root: Path, folder: str, cache_dir: Path) -> Path:
         target = dst / entry.name
         if target.is_symlink() and target.resolve() == entry.resolve():
             continue
+        if not target.is_symlink() and target.exists() and _same_size(entry, target):
+            continue  # a copy made where links are impossible
         if target.is_symlink() or target.is_file():
             target.unlink()
         elif target.is_dir():
             shutil.rmtree(target)
         try:
             target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-        except OSError:
+        except FileExistsError:  # another process made it meanwhile
+            continue
+        except OSError:  # no symlinks on this filesystem
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
     return mirror_root
+
+
+def _same_size(a: Path, b: Path) -> bool:
+    def size(p: Path) -> int:
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+    return size(a) == size(b)
 
 
 def load_graph_dataset(name: str, root: str | os.PathLike = "data", cache_dir: str | os.PathLike | None = None,
@@ -236,7 +248,8 @@ class _FullGraph:
         self.graph, self.target = graph, target
 
     def __call__(self, _: Any) -> SSLBatch:
-        return SSLBatch(views=[self.graph], target=self.target, index=torch.arange(self.graph.num_nodes))
+        # a shallow copy: moving the batch to the device (PyG's Data.to is in place) leaves the datamodule's graph
+        return SSLBatch(views=[self.graph.__copy__()], target=self.target, index=torch.arange(self.graph.num_nodes))
 
 
 class _Sampled:
@@ -323,7 +336,7 @@ class GraphDataModule(L.LightningDataModule):
         self.views = [v if isinstance(v, GraphView) else GraphView(**v) for v in views]
         _spec(dataset)  # unknown names fail here, before any file is read
         self.dataset_name, self.root, self.mode = dataset, root, mode
-        self.num_neighbors, self.batch_size, self.steps_per_epoch = num_neighbors, batch_size, steps_per_epoch
+        self.num_neighbors, self._seed_batch_size, self.steps_per_epoch = num_neighbors, batch_size, steps_per_epoch
         self.normalize_features, self.structural = normalize_features, structural_features
         self.split, self.train_fraction, self.val_fraction, self.split_seed = split, train_fraction, val_fraction, split_seed
         self.link_split, self.link_fractions = link_split, (link_val_fraction, link_test_fraction)
@@ -391,11 +404,17 @@ class GraphDataModule(L.LightningDataModule):
         from torch_geometric.transforms import RandomLinkSplit
 
         val, test = self.link_fractions
-        with torch.random.fork_rng():
+        # CPU only (no CUDA generator is touched); PyG's negative sampling draws from Python's `random`
+        py_state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.split_seed)
-            train, val_data, test_data = RandomLinkSplit(
-                num_val=val, num_test=test, is_undirected=True, add_negative_train_samples=False, split_labels=True
-            )(data)
+            random.seed(self.split_seed)
+            try:
+                train, val_data, test_data = RandomLinkSplit(
+                    num_val=val, num_test=test, is_undirected=True, add_negative_train_samples=False, split_labels=True
+                )(data)
+            finally:
+                random.setstate(py_state)
         self.link_data = (train, val_data, test_data)
         assert_no_edge_leak(train.edge_index, [val_data.pos_edge_label_index, test_data.pos_edge_label_index])
         graph = train.__copy__()  # the graph the encoder sees: no edge labels (they would ride along in subgraphs)
@@ -416,12 +435,19 @@ class GraphDataModule(L.LightningDataModule):
         return None if y is None else int(y.max()) + 1
 
     @property
+    def batch_size(self) -> int:
+        """Nodes in the loss per step on one device: the seeds in ``neighbor`` mode, every node in ``full``
+        mode (what ``lr_scaling`` counts)."""
+        return self._seed_batch_size if self.mode == "neighbor" else self.num_nodes
+
+    @property
     def num_nodes(self) -> int:
         self.setup()
         return int(self.graph.num_nodes)  # type: ignore[union-attr]
 
-    def check_encoder(self, encoder: Any) -> None:
-        """Called by the method's ``setup``: feature width and, in neighbor mode, one fan-out per layer."""
+    def check_encoder(self, encoder: Any, extra_hops: int = 0) -> None:
+        """Called by the method's ``setup``: feature width and, in neighbor mode, one fan-out per encoder
+        layer plus ``extra_hops`` (message-passing layers the method adds, e.g. GraphMAE's decoder)."""
         in_ch = getattr(encoder, "in_channels", None)
         if isinstance(in_ch, int) and in_ch > 0 and in_ch != self.num_features:
             raise ValueError(
@@ -429,10 +455,12 @@ class GraphDataModule(L.LightningDataModule):
                 f"{in_ch}. Set `model.init_args.encoder.init_args.in_channels: {self.num_features}`."
             )
         layers = getattr(encoder, "num_layers", None)
-        if self.mode == "neighbor" and isinstance(layers, int) and layers != len(self.num_neighbors):
+        if self.mode == "neighbor" and isinstance(layers, int) and layers + extra_hops != len(self.num_neighbors):
+            hops = f"{layers} layers" + (f" plus {extra_hops} decoder hop(s)" if extra_hops else "")
             raise ValueError(
-                f"neighbor mode needs one fan-out per encoder layer: the encoder has {layers} layers but "
-                f"num_neighbors={self.num_neighbors} has {len(self.num_neighbors)} entries. Give {layers} fan-outs."
+                f"neighbor mode needs one fan-out per message-passing hop: the model has {hops} but "
+                f"num_neighbors={self.num_neighbors} has {len(self.num_neighbors)} entries. "
+                f"Give {layers + extra_hops} fan-outs."
             )
 
     # ------------------------------------------------------------------ loaders
@@ -454,9 +482,10 @@ class GraphDataModule(L.LightningDataModule):
         if target is not None:
             g.ssl_target = target
         sampler = NeighborBatchCollator(g, self.num_neighbors, backend=self.sampler_backend)
-        return DataLoader(torch.arange(g.num_nodes), batch_size=self.batch_size, shuffle=True,
+        # drop the last, smaller batch (a one-seed batch has no batch statistics) unless it is the only one
+        return DataLoader(torch.arange(g.num_nodes), batch_size=self._seed_batch_size, shuffle=True,
                           collate_fn=_Sampled(sampler), num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          drop_last=g.num_nodes > self._seed_batch_size, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

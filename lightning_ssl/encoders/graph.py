@@ -31,7 +31,8 @@ def make_conv(kind: str, in_dim: int, out_dim: int, heads: int = 1, attn_dropout
     if kind == "gat":
         if out_dim % heads:
             raise ValueError(f"GAT width {out_dim} is not divisible by heads={heads}; pick widths that are multiples of heads.")
-        return GATConv(in_dim, out_dim // heads, heads=heads, concat=True, dropout=attn_dropout, residual=residual)
+        extra = {"residual": True} if residual else {}  # the argument exists from PyG 2.6
+        return GATConv(in_dim, out_dim // heads, heads=heads, concat=True, dropout=attn_dropout, **extra)
     if kind == "sage":
         return SAGEConv(in_dim, out_dim)
     if kind == "gin":

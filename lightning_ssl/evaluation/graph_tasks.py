@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate; omit to score the random-init encoder")
     parser.add_argument("--tasks", default="node,cluster", help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--probe-lr", type=float, default=0.01, help="node classification probe: Adam learning rate")
+    parser.add_argument("--probe-weight-decay", type=float, default=0.0, help="probe weight decay (1e-4: GraphMAE, CCA-SSG)")
+    parser.add_argument("--probe-epochs", type=int, default=300, help="probe epochs (test at the best validation epoch)")
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args, overrides = parser.parse_known_args(argv)
     from lightning_ssl.cli import SSLCLI
@@ -109,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             cli.model.load_state_dict(state)
         except RuntimeError as err:
             parser.error(f"The checkpoint does not match the config's model ({err}). Pass the config it was trained with.")
+    probe = dict(lr=args.probe_lr, weight_decay=args.probe_weight_decay, epochs=args.probe_epochs)
     results = evaluate_graph(cli.model, cli.datamodule, tasks=args.tasks.split(","),
-                             seeds=[int(s) for s in args.seeds.split(",")])
+                             seeds=[int(s) for s in args.seeds.split(",")], probe_kwargs=probe)
     text = json.dumps(results, indent=2, default=float)
     print(text)
     if args.out:

@@ -27,8 +27,8 @@ def cca_ssg_loss(z1: Tensor, z2: Tensor, lambd: float = 1e-3, gather: bool = Tru
     sqrt(N); then ``invariance = -tr(Z1^T Z2)`` and ``decorrelation = ||Z1^T Z1 - I||_F^2 +
     ||Z2^T Z2 - I||_F^2``; ``loss = invariance + lambd * decorrelation``. This is the official code's
     weighting: the paper writes the invariance as ``||Z1 - Z2||_F^2``, which equals
-    ``2 * (-tr(Z1^T Z2)) + const``, so the paper's lambd values (1e-3 on Cora, 5e-4 on CiteSeer / PubMed,
-    from that code) belong to this form. Returns ``{"loss", "invariance", "decorrelation"}``.
+    ``2 * (-tr(Z1^T Z2)) + const``, so the paper's lambd values (1e-3 on Cora, from that code) belong
+    to this form. Returns ``{"loss", "invariance", "decorrelation"}``.
     """
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"z1 and z2 must both be [N, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")

@@ -85,6 +85,9 @@ class SSLMethod(L.LightningModule):
 
     #: number of leading views a training batch must carry
     min_views: int = 2
+    #: message-passing hops the method adds after the encoder (GraphMAE's GNN decoder: 1); neighbour
+    #: sampling needs one fan-out per encoder layer plus these
+    extra_hops: int = 0
     #: True when compute_loss already returns the global-batch loss (same value on every rank); else
     #: the logged ``train/loss`` is averaged over ranks so every rank logs the same number
     loss_is_global: bool = False
@@ -183,7 +186,8 @@ class SSLMethod(L.LightningModule):
         h_all = self.encode_views(views)
         h = [self.apply_mask(x, batch) for x in h_all]
         z = [self.project(x) for x in h]
-        result = self.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch, extra=extra, unmasked=h_all))
+        with dist.uneven_rows(batch.mask is not None):  # masked rows: ranks may hold different counts
+            result = self.compute_loss(ViewOutputs(embeddings=h, projections=z, batch=batch, extra=extra, unmasked=h_all))
         parts = result if isinstance(result, dict) else {"loss": result}
         loss = parts["loss"]
         self._pending_losses.append((loss.detach(), batch_idx))  # checked in on_before_optimizer_step
@@ -263,7 +267,7 @@ class SSLMethod(L.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_encoder"):  # modality checks (graph feature width, fan-outs)
-            dm.check_encoder(self.encoder)
+            dm.check_encoder(self.encoder, extra_hops=self.extra_hops)
         data_ch = getattr(dm, "num_channels", None)
         enc_ch = getattr(self.encoder, "in_chans", None)
         if data_ch is not None and enc_ch is not None and data_ch != enc_ch:

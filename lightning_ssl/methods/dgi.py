@@ -29,6 +29,15 @@ class DGI(SSLMethod):
         nn.init.xavier_uniform_(self.discriminator.weight)
         nn.init.zeros_(self.discriminator.bias)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        views = getattr(getattr(self.trainer, "datamodule", None), "views", None)
+        if views is not None and not (len(views) >= 2 and views[0].is_identity and views[1].shuffle_features):
+            raise ValueError(
+                f"DGI needs the clean graph and its corruption as views, got {views}. Set data.init_args.views to "
+                "[{}, {shuffle_features: true}] (configs/graph/dgi_cora.yaml)."
+            )
+
     def readout(self, h: Tensor) -> Tensor:
         """The graph summary ``sigmoid(mean of h)`` over the rows of every rank (differentiable)."""
         total = dist.gather_with_grad(h.sum(0, keepdim=True)).sum(0)

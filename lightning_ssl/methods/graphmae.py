@@ -27,6 +27,7 @@ class GraphMAE(SSLMethod):
     """
 
     min_views = 1
+    extra_hops = 1  # the GNN decoder message-passes once more: neighbour sampling needs one more fan-out
 
     def __init__(
         self,
@@ -51,6 +52,15 @@ class GraphMAE(SSLMethod):
         self.mask_token = nn.Parameter(torch.zeros(1, num_features))
         self.encoder_to_decoder = nn.Linear(encoder.out_dim, encoder.out_dim, bias=False)
         self.decoder = make_conv(decoder, encoder.out_dim, num_features, heads=decoder_heads)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        views = getattr(getattr(self.trainer, "datamodule", None), "views", None)
+        if views is not None and not views[0].is_identity:
+            raise ValueError(
+                f"GraphMAE masks and reconstructs the clean graph's features: the first view must be the unaltered "
+                f"graph, got {views[0]}. Set data.init_args.views to [{{}}] (configs/graph/graphmae_cora.yaml)."
+            )
 
     def prepare_views(self, batch: SSLBatch) -> tuple[list[Any], dict[str, Any]]:
         graph = batch.views[0]

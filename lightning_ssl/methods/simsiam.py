@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lightning_ssl.heads import mlp, projection_head
+from lightning_ssl.heads import head_out_dim, mlp, projection_head
 from lightning_ssl.losses import negative_cosine_similarity
 from lightning_ssl.methods.base import SSLMethod, ViewOutputs
 
@@ -31,7 +31,8 @@ class SimSiam(SSLMethod):
         self.projector = projection_head(
             encoder.out_dim, proj_hidden_dim, proj_out_dim, proj_layers, last_batch_norm=True, last_bias=False
         )
-        self.predictor = mlp([proj_out_dim, pred_hidden_dim, proj_out_dim])
+        z_dim = head_out_dim(encoder.out_dim, proj_out_dim, proj_layers)
+        self.predictor = mlp([z_dim, pred_hidden_dim, z_dim])
 
     def compute_loss(self, out: ViewOutputs) -> Tensor:
         z1, z2 = out.projections[:2]

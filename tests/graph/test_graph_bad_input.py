@@ -12,7 +12,7 @@ from graph_helpers import CORA_FEATURES, cora_dm, make_trainer, random_graph, ti
 from lightning_ssl.callbacks import MissingLabelsError, OnlineLinearProbe
 from lightning_ssl.data import GraphDataModule, GraphView
 from lightning_ssl.encoders import GNNEncoder
-from lightning_ssl.methods import CCASSG, GraphMAE
+from lightning_ssl.methods import CCASSG, DGI, GraphMAE
 
 
 def _setup(graph: Data, **kwargs) -> GraphDataModule:
@@ -165,8 +165,24 @@ def test_neighbor_fanouts_must_match_encoder_depth(tmp_path):
     with pytest.raises(ValueError) as err:
         trainer.fit(model, dm)
     msg = str(err.value)
-    assert "the encoder has 2 layers" in msg and "[10, 10, 5] has 3 entries" in msg and "Give 2 fan-outs" in msg
+    assert "the model has 2 layers" in msg and "[10, 10, 5] has 3 entries" in msg and "Give 2 fan-outs" in msg
     assert counter.batches == 0 and trainer.global_step == 0, "the check must fire before any training step"
+
+
+def test_graphmae_needs_a_fanout_for_its_decoder_hop(tmp_path):
+    dm = cora_dm(tmp_path, mode="neighbor", num_neighbors=[10, 10], sampler_backend="torch", batch_size=64,
+                 views=[GraphView()])
+    trainer = make_trainer()
+    with pytest.raises(ValueError, match=r"2 layers plus 1 decoder hop\(s\).*Give 3 fan-outs"):
+        trainer.fit(GraphMAE(tiny_gnn(num_layers=2)), dm)
+
+
+def test_dgi_and_graphmae_refuse_views_that_are_not_theirs(tmp_path):
+    # the datamodule's default views are GRACE's augmentations: neither DGI's corruption nor GraphMAE's clean graph
+    with pytest.raises(ValueError, match=r"DGI needs the clean graph and its corruption.*shuffle_features: true"):
+        make_trainer().fit(DGI(tiny_gnn(num_layers=1)), cora_dm(tmp_path))
+    with pytest.raises(ValueError, match=r"GraphMAE masks and reconstructs the clean graph's features"):
+        make_trainer().fit(GraphMAE(tiny_gnn()), cora_dm(tmp_path))
 
 
 def test_encoder_in_channels_mismatch_names_the_value_to_set(tmp_path):

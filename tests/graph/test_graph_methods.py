@@ -61,8 +61,8 @@ class _Recorder(L.Callback):
         })
 
 
-def _datamodule(cache, mode: str, views):
-    return cora_dm(cache, mode=mode, views=views, batch_size=256, num_neighbors=[5, 5], sampler_backend="torch")
+def _datamodule(cache, mode: str, views, hops: int = 2):
+    return cora_dm(cache, mode=mode, views=views, batch_size=256, num_neighbors=[5] * hops, sampler_backend="torch")
 
 
 @pytest.mark.parametrize("mode", ["full", "neighbor"])
@@ -70,7 +70,7 @@ def _datamodule(cache, mode: str, views):
 def test_method_trains_two_steps(cache, name, mode):
     factory, views = METHODS[name]
     model = factory(tiny_gnn(width=WIDTH))
-    dm = _datamodule(cache, mode, views)
+    dm = _datamodule(cache, mode, views, hops=model.encoder.num_layers + model.extra_hops)
     before = {k: v.detach().clone() for k, v in model.encoder.named_parameters()}
     rec = _Recorder()
     trainer = make_trainer(max_steps=2, callbacks=[rec])
@@ -231,5 +231,5 @@ def test_unlabelled_graph_trains(mode):
     before = [p.detach().clone() for p in model.encoder.parameters()]
     trainer = make_trainer(max_steps=-1, max_epochs=1, limit_val_batches=0)
     trainer.fit(model, dm)
-    assert trainer.global_step == (1 if mode == "full" else 4)
+    assert trainer.global_step == (1 if mode == "full" else 3)  # 50 seeds, batches of 16, the last dropped
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))

@@ -70,10 +70,11 @@ __all__ = [
     "random_node_splits",
 ]
 
-_PROBES = ("adam", "sklearn")
+_PROBES = ("adam", "sklearn", "sklearn_cv")
 _SCORES = ("dot", "cosine")
 _ADAM_KWARGS = ("lr", "weight_decay", "epochs", "device", "standardize")
 _SKLEARN_KWARGS = ("C", "max_iter")
+_SKLEARN_CV_KWARGS = ("Cs", "folds")
 
 
 @dataclass(frozen=True, eq=False)
@@ -474,6 +475,25 @@ def _describe_splits(splits: list[NodeSplit]) -> str:
     return f"{len(splits)} {' + '.join(names)} splits (seeds {seeds}) {size_str}"
 
 
+def _cv_logistic_regression(x: np.ndarray, y: np.ndarray, split: NodeSplit, Cs: Sequence[float], folds: int,
+                            seed: int) -> float:
+    """GRACE's probe: ``GridSearchCV(OneVsRestClassifier(LogisticRegression(solver="liblinear")))``."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.multiclass import OneVsRestClassifier
+
+    tr, te = split.train.cpu().numpy(), split.test.cpu().numpy()
+    n_splits = max(2, min(folds, int(np.bincount(y[tr]).max())))
+    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes with fewer members than folds
+        clf = GridSearchCV(OneVsRestClassifier(LogisticRegression(solver="liblinear")),
+                           {"estimator__C": list(Cs)}, cv=cv).fit(x[tr], y[tr])
+    return float((clf.predict(x[te]) == y[te]).mean())
+
+
 def node_classification(
     embeddings: Tensor,
     y: Tensor,
@@ -489,6 +509,9 @@ def node_classification(
     ``lr``, ``weight_decay``, ``epochs``, ``device``, ``standardize``). ``probe="sklearn"``:
     :func:`~lightning_ssl.evaluation.linear.linear_probe` fitted on the train nodes and scored on the
     test nodes, validation nodes unused (kwargs ``C`` (default 1.0), ``max_iter``).
+    ``probe="sklearn_cv"``: GRACE's evaluation (Zhu et al. 2020): embeddings l2-normalised per row,
+    one-vs-rest liblinear logistic regression with ``C`` chosen by ``folds``-fold cross-validation on
+    the train nodes from ``Cs`` (default 2^-10 ... 2^9), scored on the test nodes; validation unused.
 
     Returns:
         ``{"mean", "std", "accs", "protocol"}``: test accuracies in [0, 1] (``accs``, ordered split
@@ -498,7 +521,7 @@ def node_classification(
     caller = "node_classification"
     if probe not in _PROBES:
         raise ValueError(f"{caller}: unknown probe {probe!r}; valid probes: {', '.join(_PROBES)}")
-    allowed = _ADAM_KWARGS if probe == "adam" else _SKLEARN_KWARGS
+    allowed = {"adam": _ADAM_KWARGS, "sklearn": _SKLEARN_KWARGS, "sklearn_cv": _SKLEARN_CV_KWARGS}[probe]
     unknown = sorted(set(probe_kwargs) - set(allowed))
     if unknown:
         raise TypeError(
@@ -528,6 +551,16 @@ def node_classification(
             f"logistic regression (Adam lr {kw['lr']:g}, wd {kw['weight_decay']:g}, {kw['epochs']} epochs, "
             f"test at best val{', standardised features' if kw['standardize'] else ''})"
         )
+    elif probe == "sklearn_cv":
+        Cs = [float(c) for c in probe_kwargs.get("Cs", [2.0 ** k for k in range(-10, 10)])]
+        folds = int(probe_kwargs.get("folds", 5))
+        xn = F.normalize(x.cpu().double(), dim=1).numpy()
+        yn = labels.cpu().numpy()
+        for s in split_list:
+            for seed in seeds:
+                accs.append(_cv_logistic_regression(xn, yn, s, Cs, folds, seed))
+        probe_str = (f"logistic regression (l2-normalised embeddings, one-vs-rest liblinear, C from {len(Cs)} values "
+                     f"by {folds}-fold CV on the train nodes, train -> test, val unused)")
     else:
         C = float(probe_kwargs.get("C", 1.0))
         max_iter = int(probe_kwargs.get("max_iter", 1000))

@@ -414,3 +414,25 @@ def test_node_clustering_errors():
         node_clustering(x, y, n_clusters=1)
     with pytest.raises(ValueError, match="single class"):
         node_clustering(x, torch.zeros(50, dtype=torch.long))
+
+
+def test_sklearn_cv_probe_is_graces_protocol():
+    """probe="sklearn_cv": l2-normalised rows, one-vs-rest liblinear with C by stratified CV on the train nodes,
+    the test nodes scored once; equal to scikit-learn's GridSearchCV run by hand on the same folds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.multiclass import OneVsRestClassifier
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 4, (400,), generator=g)
+    z = torch.randn(400, 16, generator=g) + 4.0 * torch.nn.functional.one_hot(y, 16).float()
+    split = random_node_splits(400, 0.2, 0.1, seeds=[1])[0]
+    res = node_classification(z, y, split, probe="sklearn_cv", Cs=[0.01, 1.0, 100.0], folds=3, probe_seeds=[5])
+    x = torch.nn.functional.normalize(z.double(), dim=1).numpy()
+    tr, te = split.train.numpy(), split.test.numpy()
+    clf = GridSearchCV(OneVsRestClassifier(LogisticRegression(solver="liblinear")), {"estimator__C": [0.01, 1.0, 100.0]},
+                       cv=StratifiedKFold(3, shuffle=True, random_state=5)).fit(x[tr], y.numpy()[tr])
+    assert res["accs"] == [pytest.approx(float((clf.predict(x[te]) == y.numpy()[te]).mean()))]
+    assert res["mean"] > 0.8 and "5-fold" not in res["protocol"] and "3-fold CV" in res["protocol"]
+    with pytest.raises(TypeError, match="valid: Cs, folds"):
+        node_classification(z, y, split, probe="sklearn_cv", lr=0.1)

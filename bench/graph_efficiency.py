@@ -13,9 +13,10 @@ Part 1 (default): Cora. For every graph method (rows ``grace, bgrl, gbt, cca_ssg
   ``--trainer.max_epochs 1 + --epochs``, and the data root / cache dir;
 * ``full``: the config's own ``mode: full`` (the whole graph every step, ``steps_per_epoch`` steps);
   ``neighbor``: ``--data.init_args.mode neighbor --data.init_args.num_neighbors [k, ...]`` with one fan-out
-  ``k = --fanout`` per encoder layer (``model.encoder.num_layers`` read from the instantiated model: DGI has
+  ``k = --fanout`` per message-passing hop (``model.encoder.num_layers`` + ``model.extra_hops`` read from the
+  instantiated model: GraphMAE's decoder adds a hop, DGI has
   1 layer, the others 2) and ``--data.init_args.batch_size --batch-size`` seeds (drawn from all nodes, every
-  node is a seed once per epoch);
+  node a seed at most once per epoch, the last partial batch dropped);
 * epoch 0 is a warm-up and is not timed; ``--epochs`` epochs are timed. ``s/epoch`` is the mean interval
   between consecutive ``on_train_epoch_end`` calls of a callback (``torch.cuda.synchronize()`` first on
   GPU), so it includes creating the epoch's data iterator, sampling, views, forward, backward, optimizer
@@ -203,8 +204,9 @@ def cora_child(spec: dict) -> dict:
     rss_imports = rss_bytes()
     fanouts = [spec["fanout"]] * 2 if spec["mode"] == "neighbor" else None
     cli = SSLCLI(args=_cora_argv(spec, fanouts), run=False)
-    layers = int(getattr(cli.model.encoder, "num_layers", 2))
-    if spec["mode"] == "neighbor" and layers != len(fanouts):  # one fan-out per layer: rebuild with the right count
+    # one fan-out per message-passing hop (encoder layers + GraphMAE's decoder hop): rebuild with the right count
+    layers = int(getattr(cli.model.encoder, "num_layers", 2)) + int(getattr(cli.model, "extra_hops", 0))
+    if spec["mode"] == "neighbor" and layers != len(fanouts):
         fanouts = [spec["fanout"]] * layers
         cli = SSLCLI(args=_cora_argv(spec, fanouts), run=False)
     timer = EpochTimer()

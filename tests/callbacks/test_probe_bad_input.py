@@ -195,7 +195,7 @@ def test_invalid_arguments_raise(make, match):
 
 
 def test_num_classes_unknown_or_too_small_and_missing_step_key():
-    with pytest.raises(ValueError, match="num_classes is not set and the datamodule does not expose"):
+    with pytest.raises(ValueError, match="num_classes is not set and the datamodule gives none"):
         OnlineLinearProbe().setup(FakeTrainer(datamodule=SimpleNamespace()), FakeModule(), "fit")
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         OnlineLinearProbe(num_classes=1).setup(FakeTrainer(datamodule=None), FakeModule(), "fit")

@@ -30,6 +30,8 @@ TINY_HEADS: dict[str, dict[str, Any]] = {
     "VICReg": dict(proj_hidden_dim=32, proj_out_dim=16),
     "DINO": dict(head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16),
 }
+#: the methods these image tests run (CCASSG, DGI and GraphMAE are tested on graphs in tests/graph)
+IMAGE_METHODS = tuple(TINY_HEADS)
 # width of projections[0] in the step output
 PROJ_DIM = {name: (64 if name == "DINO" else 16) for name in TINY_HEADS}
 

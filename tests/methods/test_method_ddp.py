@@ -20,8 +20,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_ssl.methods import METHODS
-from ssl_method_helpers import ENCODER_OUT_DIM, ENCODER_SPEC, MEDMNIST_ROOT, MOMENTUM_METHODS, REPO_ROOT, TINY_HEADS, recipe_for
+from ssl_method_helpers import ENCODER_OUT_DIM, ENCODER_SPEC, IMAGE_METHODS, MEDMNIST_ROOT, MOMENTUM_METHODS, REPO_ROOT, TINY_HEADS, recipe_for
 
 HERE = Path(__file__).resolve().parent
 BATCH = 8
@@ -121,11 +120,11 @@ def check_ranks(out_dir: Path, tag: str) -> list[dict]:
 @pytest.mark.ddp
 def test_every_method_trains_with_ddp_through_the_cli(tmp_path):
     out_dir = tmp_path / "reports"
-    configs = [str(write_config(tmp_path / f"{name}.yaml", name, out_dir)) for name in METHODS]
+    configs = [str(write_config(tmp_path / f"{name}.yaml", name, out_dir)) for name in IMAGE_METHODS]
     cmd = [sys.executable, str(HERE / "ssl_ddp_driver.py"), *configs, "--", *COMMON_ARGS,
            f"--trainer.default_root_dir={tmp_path / 'root'}"]
     run(cmd, cwd=tmp_path, timeout=420)
-    for name in METHODS:
+    for name in IMAGE_METHODS:
         reports = check_ranks(out_dir, name)
         assert all(r["plain_batchnorm"] and not r["sync_batchnorm"] for r in reports)
         # the loss is a global-batch loss for the contrastive/redundancy methods: the same value on both ranks

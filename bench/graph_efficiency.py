@@ -338,25 +338,10 @@ def run_cora(args: argparse.Namespace, device: torch.device) -> tuple[str, list[
 
 # ======================================================================================= part 2: products
 def _build_graph(nodes: int, edges: int, features: int, classes: int, seed: int) -> Any:
-    """``bench.graph_sampling_scale.build_graph`` (chunked random fill) when importable, else the same here."""
-    try:
-        from bench.graph_sampling_scale import build_graph
+    """``bench.graph_sampling_scale.build_graph``: the chunked random fill shared by both products benchmarks."""
+    from bench.graph_sampling_scale import build_graph
 
-        return build_graph(nodes, edges, features, classes, seed), "bench.graph_sampling_scale.build_graph"
-    except ImportError:
-        from torch_geometric.data import Data
-
-        chunk = 1 << 23
-        g = torch.Generator().manual_seed(seed)
-        edge_index = torch.empty(2, edges, dtype=torch.long)
-        for s in range(0, edges, chunk):
-            edge_index[:, s:s + chunk].random_(0, nodes, generator=g)
-        x = torch.empty(nodes, features, dtype=torch.float32)
-        rows = max(1, chunk // features)
-        for s in range(0, nodes, rows):
-            x[s:s + rows].normal_(generator=g)
-        y = torch.randint(0, classes, (nodes,), generator=g)
-        return Data(x=x, y=y, edge_index=edge_index, num_nodes=nodes), "local chunked build"
+    return build_graph(nodes, edges, features, classes, seed), "bench.graph_sampling_scale.build_graph"
 
 
 def products_child(spec: dict) -> dict:

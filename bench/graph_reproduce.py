@@ -46,6 +46,7 @@ from bench.machine import describe_machine  # noqa: E402
 from lightning_ssl.cli import SSLCLI  # noqa: E402
 from lightning_ssl.evaluation import masks_to_split, node_classification  # noqa: E402
 from lightning_ssl.evaluation.graph import NodeSplit  # noqa: E402
+from lightning_ssl.evaluation.graph_tasks import embed_graph  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "graph"
 
@@ -92,15 +93,11 @@ def build(row: Row, seed: int, args: argparse.Namespace, workdir: str, epochs: i
     return SSLCLI(args=argv + list(extra or []) + shlex.split(getattr(args, "override", "") or ""), run=False)
 
 
-@torch.no_grad()
-def embed(cli: SSLCLI) -> tuple[torch.Tensor, NodeSplit, torch.Tensor]:
-    dm, model = cli.datamodule, cli.model
+def embed(cli: SSLCLI, device: torch.device) -> tuple[torch.Tensor, NodeSplit, torch.Tensor]:
+    """Frozen embeddings of the clean graph (``evaluate_graph``'s path), the row's split and the labels."""
+    dm = cli.datamodule
     dm.setup("fit")
-    device = torch.device("cuda" if torch.cuda.is_available() and cli.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-                          else "cpu")
-    enc = model.encoder.to(device).eval()
-    graph = dm.graph.to(device)
-    z = enc(graph).float().cpu()
+    z = embed_graph(cli.model.encoder.to(device), dm.graph, device)
     g = dm.graph.cpu()
     name = "public" if dm.split == "public" else "random 10/10/80"
     return z, masks_to_split(g.train_mask, g.val_mask, g.test_mask, name=name), g.y
@@ -115,7 +112,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict:
             epochs = cli.trainer.max_epochs
             if args.epochs_scale != 1.0:
                 cli = build(row, seed, args, tmp, max(1, int(round(epochs * args.epochs_scale))))
-            z0, split, y = embed(cli)  # random-init encoder, same seed
+            z0, split, y = embed(cli, args.device)  # random-init encoder, same seed
             rand = node_classification(z0, y, split, probe_seeds=[seed], **row.probe)
             t = time.perf_counter()
             cli.trainer.fit(cli.model, cli.datamodule)
@@ -123,7 +120,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             secs.append(time.perf_counter() - t)
             epochs_run.append(cli.trainer.current_epoch)
-            z, split, y = embed(cli)
+            z, split, y = embed(cli, args.device)
             if args.save_embeddings:
                 Path(args.save_embeddings).mkdir(parents=True, exist_ok=True)
                 torch.save({"embeddings": z, "y": y, "split": split, "random_init": z0},
@@ -180,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     device = torch.device("cuda") if args.accelerator in ("gpu", "cuda") or (
         args.accelerator == "auto" and torch.cuda.is_available()) else torch.device("cpu")
+    args.device = device
     header = (f"# Graph SSL on Cora: reproduction of published numbers\n\n{describe_machine(device)}\n"
               f"torch {torch.__version__}; seeds {args.seeds}; epochs x{args.epochs_scale}"
               f"{'; overrides: ' + args.override if args.override else ''}\n")

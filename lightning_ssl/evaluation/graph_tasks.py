@@ -38,7 +38,8 @@ def embed_graph(encoder: nn.Module, graph: Any, device: torch.device | str | Non
     modes = [(m, m.training) for m in encoder.modules()]
     encoder.eval()
     try:
-        return encoder(graph.to(device)).float().cpu()
+        # a shallow copy: PyG's Data.to moves in place, and the caller's graph must stay where it is
+        return encoder(graph.__copy__().to(device)).float().cpu()
     finally:
         for m, mode in modes:
             m.training = mode

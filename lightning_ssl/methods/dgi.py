@@ -29,10 +29,8 @@ class DGI(SSLMethod):
         nn.init.xavier_uniform_(self.discriminator.weight)
         nn.init.zeros_(self.discriminator.bias)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        views = getattr(getattr(self.trainer, "datamodule", None), "views", None)
-        if views is not None and not (len(views) >= 2 and views[0].is_identity and views[1].shuffle_features):
+    def check_views(self, views: list[Any]) -> None:
+        if not (len(views) >= 2 and views[0].is_identity and views[1].shuffle_features):
             raise ValueError(
                 f"DGI needs the clean graph and its corruption as views, got {views}. Set data.init_args.views to "
                 "[{}, {shuffle_features: true}] (configs/graph/dgi_cora.yaml)."

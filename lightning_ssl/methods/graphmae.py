@@ -53,10 +53,8 @@ class GraphMAE(SSLMethod):
         self.encoder_to_decoder = nn.Linear(encoder.out_dim, encoder.out_dim, bias=False)
         self.decoder = make_conv(decoder, encoder.out_dim, num_features, heads=decoder_heads)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        views = getattr(getattr(self.trainer, "datamodule", None), "views", None)
-        if views is not None and not views[0].is_identity:
+    def check_views(self, views: list[Any]) -> None:
+        if not views[0].is_identity:
             raise ValueError(
                 f"GraphMAE masks and reconstructs the clean graph's features: the first view must be the unaltered "
                 f"graph, got {views[0]}. Set data.init_args.views to [{{}}] (configs/graph/graphmae_cora.yaml)."

@@ -8,5 +8,35 @@ from lightning_ssl.encoders.image import (
     apply_small_stem,
     build_bare_model,
 )
+from lightning_ssl.encoders.point import (
+    DGCNN,
+    POINT_ENCODERS,
+    PatchTokens,
+    PointLevel,
+    PointNet,
+    PointNetPlusPlus,
+    PointPatchEmbed,
+    PointPatchTransformer,
+    dense_point_features,
+    split_points,
+)
 
-__all__ = ["GNN_LAYERS", "GNNEncoder", "TORCHVISION_RESNETS", "TimmEncoder", "TorchvisionEncoder", "apply_small_stem", "build_bare_model"]
+__all__ = [
+    "DGCNN",
+    "GNN_LAYERS",
+    "GNNEncoder",
+    "POINT_ENCODERS",
+    "PatchTokens",
+    "PointLevel",
+    "PointNet",
+    "PointNetPlusPlus",
+    "PointPatchEmbed",
+    "PointPatchTransformer",
+    "TORCHVISION_RESNETS",
+    "TimmEncoder",
+    "TorchvisionEncoder",
+    "apply_small_stem",
+    "build_bare_model",
+    "dense_point_features",
+    "split_points",
+]

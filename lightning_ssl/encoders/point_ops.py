@@ -1,9 +1,12 @@
 """Pure-torch point-cloud operators, batched over clouds of shape ``[B, N, 3]``.
 
 Farthest point sampling, k-nearest neighbours, ball query, inverse-distance feature interpolation
-and a gather helper, as used by PointNet++ and Point-MAE. Everything runs on any device and dtype
-(float32/float64) without compiled extensions; neighbour searches process query rows in chunks so
-that peak memory is ``O(B * chunk_size * N)``.
+and a gather helper, as used by PointNet++, DGCNN and Point-MAE. Everything runs on any device and
+dtype (float32/float64) without compiled extensions; neighbour searches process query rows in chunks
+so that peak memory is ``O(B * chunk_size * N)``. ``farthest_point_sample`` and ``knn`` take
+``backend="auto" | "torch" | "compiled"``: with ``pyg-lib`` (or ``torch-cluster`` for older PyG)
+installed, "auto" runs ``torch_geometric.nn.fps`` / ``knn`` instead (same results up to ties).
+The underscored helpers skip validation (no host syncs) for use inside encoders' ``forward``.
 
 Qi, Yi, Su, Guibas. "PointNet++: Deep Hierarchical Feature Learning on Point Sets in a Metric
 Space." NeurIPS 2017. https://arxiv.org/abs/1706.02413
@@ -14,30 +17,65 @@ Learning." ECCV 2022. https://arxiv.org/abs/2203.06604
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 __all__ = [
     "ball_query",
     "farthest_point_sample",
+    "feature_knn",
     "group_points",
     "has_compiled_ops",
     "knn",
     "knn_interpolate",
 ]
 
+BACKENDS = ("auto", "torch", "compiled")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_ops_usable() -> bool:
+    try:
+        import torch_geometric.typing as pyg_typing
+    except Exception:
+        return False
+    with_fps, with_knn = getattr(pyg_typing, "WITH_FPS", None), getattr(pyg_typing, "WITH_KNN", None)
+    if with_fps is not None and with_knn is not None:  # PyG >= 2.7: fps/knn come from pyg-lib
+        return bool(with_fps and with_knn)
+    try:  # older PyG: fps/knn come from torch-cluster
+        import torch_cluster  # noqa: F401
+    except Exception:  # ImportError, or a binary built for another torch version
+        return False
+    return True
+
 
 def has_compiled_ops() -> bool:
-    """True when ``torch_cluster`` or ``pyg_lib`` imports, i.e. ``torch_geometric.nn.fps``/``knn`` work.
+    """True when ``torch_geometric.nn.fps`` and ``torch_geometric.nn.knn`` work, i.e. their compiled
+    backend (``pyg-lib`` for PyG >= 2.7, ``torch-cluster`` before) is installed and loads.
 
-    Only informative: nothing in this module depends on them."""
-    for name in ("torch_cluster", "pyg_lib"):
-        try:
-            __import__(name)
-        except Exception:  # ImportError, or a binary built for another torch version
-            continue
-        return True
-    return False
+    ``backend="auto"`` in :func:`farthest_point_sample` and :func:`knn` uses them when this is True."""
+    return _compiled_ops_usable()
+
+
+def _use_compiled(backend: str, op: str, expressible: bool = True, why: str = "") -> bool:
+    """Resolve ``backend`` ("auto" | "torch" | "compiled") to True when the compiled op should run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {backend!r}")
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        return expressible and has_compiled_ops()
+    if not has_compiled_ops():
+        raise ImportError(
+            f"backend='compiled' needs torch_geometric.nn.{op}, whose compiled extension (pyg-lib for PyG >= 2.7, "
+            "torch-cluster for older PyG) is not installed or does not load here; install the wheel matching your "
+            "torch/CUDA build from https://data.pyg.org/whl/, or use backend='torch' (or 'auto')"
+        )
+    if not expressible:
+        raise ValueError(f"backend='compiled' cannot run this {op} call: {why}")
+    return True
 
 
 def _check_cloud(x: Tensor, name: str) -> None:
@@ -89,13 +127,24 @@ def farthest_point_sample(
     start: Tensor | None = None,
     generator: torch.Generator | None = None,
     deterministic: bool = False,
+    backend: str = "auto",
 ) -> Tensor:
     """Iterative farthest point sampling (PointNet++, Qi et al. 2017; Point-MAE centres, Pang et al. 2022).
 
     Returns ``[B, n_samples]`` long indices into ``xyz`` ``[B, N, 3]``. The first index is ``start``
     (``[B]`` long) when given, 0 when ``deterministic=True``, else drawn uniformly per cloud with
     ``generator``. Each next index maximises the squared distance to the already chosen set; ties
-    go to the lowest index. Indices are distinct while the cloud has that many distinct points."""
+    go to the lowest index. Indices are distinct while the cloud has that many distinct points.
+
+    ``backend``: ``"torch"`` (the loop below), ``"compiled"`` (``torch_geometric.nn.fps`` with
+    ``random_start=False``; only for ``deterministic=True`` and ``start=None``; ImportError when
+    ``pyg-lib``/``torch-cluster`` is missing) or ``"auto"`` (compiled when available and expressible).
+    Both give the same indices up to ties."""
+    use_compiled = _use_compiled(
+        backend, "fps", expressible=start is None and deterministic,
+        why="PyG's fps starts at index 0 (random_start=False); pass deterministic=True and start=None, "
+        "or use backend='torch' for random or explicit starts",
+    )
     _check_cloud(xyz, "xyz")
     B, N, _ = xyz.shape
     if not 1 <= int(n_samples) <= N:
@@ -111,11 +160,21 @@ def farthest_point_sample(
         if bool((start < 0).any()) or bool((start >= N).any()):
             raise ValueError(f"start indices must be in [0, {N - 1}]")
     elif deterministic:
-        start = torch.zeros(B, dtype=torch.long, device=device)
+        start = None
     else:
         gen_device = generator.device if generator is not None else device
         start = torch.randint(N, (B,), generator=generator, device=gen_device).to(device)
+    if use_compiled:
+        return _fps_compiled(xyz, n_samples)
+    return _fps_indices(xyz, n_samples, start)
 
+
+def _fps_indices(xyz: Tensor, n_samples: int, start: Tensor | None = None) -> Tensor:
+    """FPS loop without validation or host syncs; ``start=None`` starts every cloud at index 0."""
+    B, N, _ = xyz.shape
+    device = xyz.device
+    if start is None:
+        start = torch.zeros(B, dtype=torch.long, device=device)
     out = torch.empty(B, n_samples, dtype=torch.long, device=device)
     batch = torch.arange(B, device=device)
     with torch.no_grad():
@@ -131,28 +190,111 @@ def farthest_point_sample(
     return out
 
 
-def knn(query: Tensor, ref: Tensor, k: int, chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+def _fps_compiled(xyz: Tensor, n_samples: int) -> Tensor:
+    """``torch_geometric.nn.fps`` on the flattened batch, mapped back to ``[B, n_samples]`` local indices."""
+    from torch_geometric.nn import fps as pyg_fps
+
+    B, N, _ = xyz.shape
+    batch = torch.arange(B, device=xyz.device).repeat_interleave(N)
+    # PyG samples ceil(ratio * N) points per cloud; (n - 0.5) / N gives exactly n despite rounding
+    ratio = (n_samples - 0.5) / N
+    with torch.no_grad():
+        idx = pyg_fps(xyz.detach().reshape(B * N, 3), batch, ratio=ratio, random_start=False, batch_size=B)
+    return idx.reshape(B, n_samples) - (torch.arange(B, device=xyz.device) * N).unsqueeze(1)
+
+
+def _fps_auto(xyz: Tensor, n_samples: int) -> Tensor:
+    """Deterministic FPS (start at 0) for encoders: compiled when available, no validation, no host syncs."""
+    if has_compiled_ops():
+        return _fps_compiled(xyz, n_samples)
+    return _fps_indices(xyz, n_samples)
+
+
+def knn(query: Tensor, ref: Tensor, k: int, chunk_size: int = 4096, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """k nearest neighbours in ``ref`` ``[B, N, 3]`` of every ``query`` point ``[B, M, 3]``.
 
     Returns ``(dist2, idx)`` of shape ``[B, M, k]``: squared distances in ascending order and long
     indices into ``ref``. Neighbours are selected with ``torch.cdist`` + ``topk(largest=False)`` over
     chunks of ``chunk_size`` query rows (peak memory ``O(B * chunk_size * N)``); ``dist2`` is then
-    recomputed from the gathered coordinates, so it is differentiable in both inputs."""
+    recomputed from the gathered coordinates, so it is differentiable in both inputs.
+
+    ``backend``: ``"torch"`` (above), ``"compiled"`` (``torch_geometric.nn.knn`` on the flattened
+    batch, rows then sorted by distance; ImportError when ``pyg-lib``/``torch-cluster`` is missing)
+    or ``"auto"`` (compiled when available). Both give the same neighbour sets up to ties."""
+    use_compiled = _use_compiled(backend, "knn")
     _check_pair(query, ref)
     _check_chunk(chunk_size)
     N = ref.shape[1]
     if not 1 <= int(k) <= N:
         raise ValueError(f"k must be in [1, N={N}] (number of ref points), got {k}; lower k")
-    k = int(k)
+    if use_compiled:
+        idx = _knn_compiled(query, ref, int(k))
+    else:
+        idx = _knn_indices(query, ref, int(k), int(chunk_size))
+    return _knn_dist2(query, ref, idx)
+
+
+def _knn_indices(query: Tensor, ref: Tensor, k: int, chunk_size: int = 4096) -> Tensor:
+    """``[B, M, k]`` nearest-neighbour indices by chunked cdist + topk; no validation, no host syncs."""
     idx_chunks = []
     with torch.no_grad():
         r = ref.detach()
-        for q in query.detach().split(int(chunk_size), dim=1):
+        for q in query.detach().split(chunk_size, dim=1):
             idx_chunks.append(_sq_dist(q, r).topk(k, dim=-1, largest=False, sorted=True).indices)
-    idx = torch.cat(idx_chunks, dim=1)
-    neighbours = group_points(ref, idx)  # [B, M, k, 3]
-    dist2 = (query.unsqueeze(2) - neighbours).square().sum(-1)
-    return dist2, idx
+    return torch.cat(idx_chunks, dim=1)
+
+
+def _knn_compiled(query: Tensor, ref: Tensor, k: int) -> Tensor:
+    """``torch_geometric.nn.knn`` on the flattened batch -> ``[B, M, k]`` local indices, ascending distance."""
+    from torch_geometric.nn import knn as pyg_knn
+
+    (B, M, _), N = query.shape, ref.shape[1]
+    device = query.device
+    batch_q = torch.arange(B, device=device).repeat_interleave(M)
+    batch_r = torch.arange(B, device=device).repeat_interleave(N)
+    with torch.no_grad():
+        q, r = query.detach().reshape(B * M, -1), ref.detach().reshape(B * N, -1)
+        row, col = pyg_knn(r, q, k, batch_r, batch_q, batch_size=B)  # row: query, col: ref (global indices)
+        col = col[row.argsort(stable=True)].reshape(B, M, k) - (torch.arange(B, device=device) * N).view(B, 1, 1)
+        d2 = (query.detach().unsqueeze(2) - _gather(ref.detach(), col)).square().sum(-1)
+        return col.gather(-1, d2.argsort(dim=-1, stable=True))
+
+
+def _knn_auto(query: Tensor, ref: Tensor, k: int) -> Tensor:
+    """kNN indices for encoders: compiled when available, no validation, no host syncs."""
+    if has_compiled_ops():
+        return _knn_compiled(query, ref, k)
+    return _knn_indices(query, ref, k)
+
+
+def _knn_dist2(query: Tensor, ref: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    neighbours = _gather(ref, idx)  # [B, M, k, 3]
+    return (query.unsqueeze(2) - neighbours).square().sum(-1), idx
+
+
+def feature_knn(x: Tensor, k: int, chunk_size: int = 4096) -> Tensor:
+    """k nearest rows of the same cloud in feature space (the dynamic graph of DGCNN, Wang et al. 2019).
+
+    ``x`` is ``[B, N, C]`` with any ``C``; returns ``[B, N, k]`` long indices into the same cloud,
+    ascending Euclidean distance, the point itself included (distance 0) as in DGCNN's ``knn``.
+    Chunked ``cdist`` + ``topk`` over ``chunk_size`` rows: peak memory ``O(B * chunk_size * N)``.
+
+    Wang, Sun, Liu, Sarma, Bronstein, Solomon. "Dynamic Graph CNN for Learning on Point Clouds."
+    ACM TOG 2019. https://arxiv.org/abs/1801.07829"""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor of shape [B, N, C], got {type(x).__name__}")
+    if x.dim() != 3:
+        hint = " (a single cloud [N, C]? add a batch dimension with x.unsqueeze(0))" if x.dim() == 2 else ""
+        raise ValueError(f"x must have shape [B, N, C] (points along dim 1, features last); got {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}; convert with x.float()")
+    B, N, C = x.shape
+    if B == 0 or N == 0 or C == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}); every cloud needs at least one point and one channel")
+    if not 1 <= int(k) <= N:
+        raise ValueError(f"k must be in [1, N={N}] (points per cloud), got {k}; lower k or use more points")
+    _check_chunk(chunk_size)
+    return _knn_indices(x, x, int(k), int(chunk_size))
 
 
 def ball_query(query: Tensor, ref: Tensor, radius: float, k: int, chunk_size: int = 4096) -> Tensor:
@@ -169,15 +311,19 @@ def ball_query(query: Tensor, ref: Tensor, radius: float, k: int, chunk_size: in
         raise ValueError(f"radius must be > 0, got {radius}")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    k = int(k)
+    return _ball_query_indices(query, ref, float(radius), int(k), int(chunk_size))
+
+
+def _ball_query_indices(query: Tensor, ref: Tensor, radius: float, k: int, chunk_size: int = 4096) -> Tensor:
+    """Ball query without validation or host syncs (see :func:`ball_query`)."""
     N = ref.shape[1]
     kk = min(k, N)
-    r2 = float(radius) ** 2
+    r2 = radius**2
     chunks = []
     with torch.no_grad():
         r = ref.detach()
         order = torch.arange(N, device=ref.device)
-        for q in query.detach().split(int(chunk_size), dim=1):
+        for q in query.detach().split(chunk_size, dim=1):
             d2 = _sq_dist(q, r)  # [B, c, N]
             key = torch.where(d2 < r2, order, N)  # index if inside the ball, N (sentinel) otherwise
             first = key.topk(kk, dim=-1, largest=False, sorted=True).values  # first kk inside, ascending
@@ -201,7 +347,12 @@ def group_points(points: Tensor, idx: Tensor) -> Tensor:
         raise ValueError(f"batch size mismatch: points has {B} clouds and idx has {idx.shape[0]}")
     if idx.numel() and (bool((idx < 0).any()) or bool((idx >= N).any())):
         raise ValueError(f"idx values must be in [0, {N - 1}] (N={N} points)")
-    _, M, k = idx.shape
+    return _gather(points, idx)
+
+
+def _gather(points: Tensor, idx: Tensor) -> Tensor:
+    """:func:`group_points` without validation or host syncs."""
+    (B, _, C), (_, M, k) = points.shape, idx.shape
     flat = idx.long().reshape(B, M * k, 1).expand(-1, -1, C)
     return points.gather(1, flat).reshape(B, M, k, C)
 

@@ -8,6 +8,7 @@ and gradients equal those of one process on the concatenated batch.
 
 from lightning_ssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, cross_correlation
 from lightning_ssl.losses.cca_ssg import CCASSGLoss, cca_ssg_loss
+from lightning_ssl.losses.chamfer import ChamferDistance, chamfer_distance
 from lightning_ssl.losses.byol import BYOLLoss, NegativeCosineSimilarity, byol_loss, negative_cosine_similarity
 from lightning_ssl.losses.dino import DINOLoss, dino_teacher_temperature
 from lightning_ssl.losses.moco import MoCoV3Loss, mocov3_loss
@@ -19,6 +20,7 @@ __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
     "CCASSGLoss",
+    "ChamferDistance",
     "DINOLoss",
     "MoCoV3Loss",
     "NTXentLoss",
@@ -27,6 +29,7 @@ __all__ = [
     "barlow_twins_loss",
     "byol_loss",
     "cca_ssg_loss",
+    "chamfer_distance",
     "cross_correlation",
     "dino_teacher_temperature",
     "mocov3_loss",

@@ -7,15 +7,17 @@ from lightning_ssl.methods.cca_ssg import CCASSG
 from lightning_ssl.methods.dgi import DGI
 from lightning_ssl.methods.dino import DINO
 from lightning_ssl.methods.graphmae import GraphMAE
+from lightning_ssl.methods.masked_features import MaskedFeatureModeling
 from lightning_ssl.methods.moco import MoCoV3
 from lightning_ssl.methods.momentum import MomentumSSLMethod
+from lightning_ssl.methods.point_mae import PointMAE
 from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.methods.simsiam import SimSiam
 from lightning_ssl.methods.vicreg import VICReg
 
-METHODS = {cls.__name__: cls for cls in (SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, CCASSG, DGI, GraphMAE)}
+METHODS = {cls.__name__: cls for cls in (SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, CCASSG, DGI, GraphMAE, PointMAE, MaskedFeatureModeling)}
 
 __all__ = [
-    "BYOL", "CCASSG", "DGI", "DINO", "GraphMAE", "METHODS", "BarlowTwins", "MoCoV3", "MomentumSSLMethod", "NonFiniteLossError",
+    "BYOL", "CCASSG", "DGI", "DINO", "GraphMAE", "METHODS", "MaskedFeatureModeling", "PointMAE", "BarlowTwins", "MoCoV3", "MomentumSSLMethod", "NonFiniteLossError",
     "SSLMethod", "SimCLR", "SimSiam", "VICReg", "ViewOutputs",
 ]

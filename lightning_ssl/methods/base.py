@@ -5,7 +5,8 @@ multi-view forward, the projection/prediction heads, the step-output contract re
 optimizer and scheduler set-up (SGD, AdamW, LARS; warm-up + cosine; opt-in learning-rate scaling),
 logging, and the checks that stop a run early with a clear message. Subclasses implement
 :meth:`SSLMethod.compute_loss` and, where they need to, override one small hook
-(:meth:`project`, :meth:`predict`, :meth:`encode_views`).
+(:meth:`project`, :meth:`predict`, :meth:`encode_views`, :meth:`prepare_views`,
+:meth:`encode_training_views`).
 """
 
 from __future__ import annotations
@@ -172,6 +173,16 @@ class SSLMethod(L.LightningModule):
                 out[i] = chunk
         return out  # type: ignore[return-value]
 
+    def encode_training_views(self, views: list[Any], extra: dict[str, Any]) -> list[Tensor]:
+        """Encoder outputs ``[N, D]`` of the training views (what :meth:`prepare_views` returned).
+
+        Default: :meth:`encode_views`. Masked-modelling methods that encode only part of the input
+        (Point-MAE: the visible patches) override it: they return pooled ``[N, D]`` embeddings, which
+        the probes and RankMe read, and put their token-level outputs into ``extra`` for
+        :meth:`compute_loss`.
+        """
+        return self.encode_views(views)
+
     @staticmethod
     def apply_mask(x: Tensor, batch: SSLBatch) -> Tensor:
         """Keep the rows that count (``batch.mask``), e.g. seed nodes of a sampled subgraph."""
@@ -187,7 +198,7 @@ class SSLMethod(L.LightningModule):
                 "recipe: simclr; graphs: one GraphView per view in data.views)."
             )
         views, extra = self.prepare_views(batch)
-        h_all = self.encode_views(views)
+        h_all = self.encode_training_views(views, extra)
         h = [self.apply_mask(x, batch) for x in h_all]
         z = [self.project(x) for x in h]
         with dist.uneven_rows(batch.mask is not None):  # masked rows: ranks may hold different counts

@@ -250,3 +250,94 @@ def test_matches_torch_geometric_compiled_ops():
     _, idx = knn(xyz, xyz, 4)
     ours = {(b * 64 + m, b * 64 + int(j)) for b in range(2) for m in range(64) for j in idx[b, m]}
     assert ours == set(zip(row.tolist(), col.tolist()))
+
+
+@pytest.mark.skipif(not has_compiled_ops(), reason="torch_cluster / pyg_lib not installed: no compiled reference")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backend_torch_equals_compiled(dtype):
+    xyz = _cloud(3, 50, seed=19, dtype=dtype)
+    query = _cloud(3, 7, seed=20, dtype=dtype)
+    for n in (1, 3, 17, 50):
+        assert torch.equal(
+            farthest_point_sample(xyz, n, deterministic=True, backend="torch"),
+            farthest_point_sample(xyz, n, deterministic=True, backend="compiled"),
+        )
+    for q, k in ((query, 1), (query, 5), (xyz, 50)):
+        d_t, i_t = knn(q, xyz, k, backend="torch")
+        d_c, i_c = knn(q, xyz, k, backend="compiled")
+        assert i_c.shape == i_t.shape == (3, q.shape[1], k)
+        assert torch.equal(i_t.sort(-1).values, i_c.sort(-1).values)  # same neighbour sets
+        torch.testing.assert_close(d_c, d_t)  # both ascending by distance
+        assert bool((d_c[..., 1:] >= d_c[..., :-1]).all())
+
+
+def test_backend_selection_and_errors(monkeypatch):
+    from lightning_ssl.encoders import point_ops
+
+    xyz = _cloud(2, 20, seed=21)
+    with pytest.raises(ValueError, match=r"backend must be one of 'auto', 'torch', 'compiled'; got 'cuda'"):
+        farthest_point_sample(xyz, 4, deterministic=True, backend="cuda")
+    with pytest.raises(ValueError, match=r"backend must be one of"):
+        knn(xyz, xyz, 2, backend="pyg")
+    monkeypatch.setattr(point_ops, "has_compiled_ops", lambda: False)
+    with pytest.raises(ImportError, match=r"pyg-lib.*torch-cluster.*backend='torch'"):
+        farthest_point_sample(xyz, 4, deterministic=True, backend="compiled")
+    with pytest.raises(ImportError, match=r"torch_geometric.nn.knn.*pyg-lib.*torch-cluster"):
+        knn(xyz, xyz, 2, backend="compiled")
+    # "auto" falls back to the torch path without compiled ops
+    assert torch.equal(
+        farthest_point_sample(xyz, 5, deterministic=True), farthest_point_sample(xyz, 5, deterministic=True, backend="torch")
+    )
+    assert torch.equal(knn(xyz, xyz, 3)[1], knn(xyz, xyz, 3, backend="torch")[1])
+    # with compiled ops, fps calls PyG cannot express are refused before reaching PyG
+    monkeypatch.setattr(point_ops, "has_compiled_ops", lambda: True)
+    with pytest.raises(ValueError, match=r"deterministic=True and start=None"):
+        farthest_point_sample(xyz, 4, backend="compiled")
+    with pytest.raises(ValueError, match=r"deterministic=True and start=None"):
+        farthest_point_sample(xyz, 4, start=torch.tensor([1, 2]), deterministic=True, backend="compiled")
+    # "auto" keeps random / explicit starts on the torch path even when compiled ops exist
+    start = torch.tensor([3, 7])
+    assert torch.equal(farthest_point_sample(xyz, 4, start=start)[:, 0], start)
+
+
+def test_compiled_path_index_mapping_with_fake_pyg_ops(monkeypatch):
+    """The flatten/unflatten around PyG's fps/knn, checked against stand-ins with PyG's semantics
+    (global indices, ceil(ratio * N) samples per cloud, knn edges in arbitrary order)."""
+    import math
+
+    import torch_geometric.nn as pyg_nn
+
+    from lightning_ssl.encoders import point_ops
+
+    def fake_fps(x, batch, ratio, random_start=True, batch_size=None):
+        assert not random_start
+        out, offset = [], 0
+        for b in range(int(batch.max()) + 1):
+            pts = x[batch == b]
+            n = math.ceil(torch.tensor(pts.shape[0], dtype=torch.float32).item() * ratio)
+            out.append(torch.tensor(_fps_reference(pts, n, 0)) + offset)
+            offset += pts.shape[0]
+        return torch.cat(out)
+
+    def fake_knn(x, y, k, batch_x, batch_y, batch_size=None):
+        d2 = ((y[:, None] - x[None]) ** 2).sum(-1).masked_fill(batch_y[:, None] != batch_x[None], float("inf"))
+        col = d2.topk(k, dim=1, largest=False).indices
+        row = torch.arange(y.shape[0]).repeat_interleave(k)
+        perm = torch.randperm(row.numel(), generator=torch.Generator().manual_seed(0))  # any edge order
+        return torch.stack([row, col.reshape(-1)])[:, perm]
+
+    monkeypatch.setattr(point_ops, "has_compiled_ops", lambda: True)
+    monkeypatch.setattr(pyg_nn, "fps", fake_fps)
+    monkeypatch.setattr(pyg_nn, "knn", fake_knn)
+    xyz = _cloud(3, 23, seed=22, dtype=torch.float64)
+    query = _cloud(3, 6, seed=23, dtype=torch.float64)
+    for n in (1, 3, 7, 23):
+        assert torch.equal(
+            farthest_point_sample(xyz, n, deterministic=True, backend="compiled"),
+            farthest_point_sample(xyz, n, deterministic=True, backend="torch"),
+        )
+    for q, k in ((query, 1), (query, 4), (xyz, 23)):
+        d_c, i_c = knn(q, xyz, k, backend="compiled")
+        d_t, i_t = knn(q, xyz, k, backend="torch")
+        assert torch.equal(i_c, i_t)  # random clouds: no ties, so the sorted rows agree exactly
+        torch.testing.assert_close(d_c, d_t)

@@ -1,0 +1,183 @@
+"""Point-cloud evaluation on frozen features.
+
+- **Classification** (:func:`evaluate_point_classification`): global features ``encoder(x) [B, D]``
+  of the clean clouds, a logistic-regression probe (standardised features) and a weighted kNN, trained
+  on the training split and scored on the test split (Point-MAE / MSM: linear probing of frozen
+  features; Point-MAE's own number uses a linear SVM on ModelNet40).
+- **Part segmentation** (:func:`evaluate_point_segmentation`): per-point features from
+  :func:`~lightning_ssl.encoders.dense_point_features` (every level of ``forward_levels``
+  interpolated back to the points and concatenated, as Masked Scene Modeling probes its multi-level
+  features), a per-point linear classifier trained with Adam on the training clouds, and on the test
+  clouds the part mIoU over all part classes (torchmetrics ``MulticlassJaccardIndex``, macro) plus the
+  ShapeNet-part protocol: predictions restricted to the parts of the shape's category, a part absent
+  from both prediction and truth counts IoU 1, instance mIoU = mean over shapes, class mIoU = mean over
+  categories.
+
+Both take a method (its ``encoder`` is used) or a bare encoder, and a
+:class:`~lightning_ssl.data.PointCloudDataModule`. The encoder runs in eval mode; train/eval flags
+are restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from lightning_ssl.evaluation.features import extract_features
+from lightning_ssl.evaluation.knn import knn_classify
+from lightning_ssl.evaluation.linear import linear_probe
+
+
+@contextmanager
+def _frozen(encoder: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in encoder.modules()]
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _device(encoder: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(encoder.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def evaluate_point_classification(
+    model: nn.Module,
+    datamodule: Any,
+    k: int = 20,
+    temperature: float = 0.07,
+    C: float = 1.0,
+    device: torch.device | str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Linear probe and weighted kNN on frozen global features: ``{"linear": {...}, "knn": {...}}``.
+
+    Trained on ``datamodule.labelled_train_dataloader()`` (clean training clouds), scored on
+    ``datamodule.test_dataloader()``; see :func:`~lightning_ssl.evaluation.linear_probe` and
+    :func:`~lightning_ssl.evaluation.knn_classify` for the keys."""
+    encoder = getattr(model, "encoder", model)
+    datamodule.setup("fit")
+    dev = _device(encoder, device)
+    train_x, train_y = extract_features(encoder, datamodule.labelled_train_dataloader(), dev)
+    test_x, test_y = extract_features(encoder, datamodule.test_dataloader(), dev)
+    return {
+        "linear": linear_probe(train_x, train_y, test_x, test_y, C=C),
+        "knn": knn_classify(train_x, train_y, test_x, test_y, k=k, temperature=temperature),
+    }
+
+
+def _dense(encoder: nn.Module, points: Tensor) -> Tensor:
+    from lightning_ssl.encoders.point import dense_point_features
+
+    return dense_point_features(encoder, points)
+
+
+def shape_part_iou(logits: Tensor, parts: Tensor, labels: Tensor, category_parts: Tensor) -> Tensor:
+    """Per-shape mIoU of the ShapeNet-part protocol (Qi et al. 2017): ``[B]``.
+
+    ``logits`` ``[B, N, P]`` are restricted to the parts of each shape's category (``category_parts``
+    ``[num_categories, P]`` bool, indexed by ``labels`` ``[B]``) before the argmax; for every part of the
+    category, IoU = |pred & truth| / |pred | truth|, and 1 when the part is absent from both; the
+    shape's score is the mean over its category's parts."""
+    own = category_parts[labels]  # [B, P]
+    num_parts = logits.shape[-1]
+    pred = logits.masked_fill(~own.unsqueeze(1), float("-inf")).argmax(-1)
+    hit_p = nn.functional.one_hot(pred, num_parts).bool()
+    hit_t = nn.functional.one_hot(parts, num_parts).bool()
+    inter, union = (hit_p & hit_t).sum(1).float(), (hit_p | hit_t).sum(1).float()
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return (iou * own).sum(1) / own.sum(1).clamp_min(1)
+
+
+def _seg_batches(datamodule: Any, split: str, device: torch.device) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    for batch in datamodule.segmentation_dataloader(split):
+        yield batch["points"].to(device), batch["parts"].to(device), batch["labels"].to(device)
+
+
+def evaluate_point_segmentation(
+    model: nn.Module,
+    datamodule: Any,
+    points_per_cloud: int = 256,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    batch_size: int = 4096,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Per-point linear probe on frozen multi-level features; returns ``{"miou", "instance_miou",
+    "class_miou", "acc", "n_train_points", "n_test_clouds"}`` on the test split.
+
+    ``points_per_cloud`` random points of every training cloud (seeded) train the probe: Adam, ``epochs``
+    passes in minibatches of ``batch_size`` points, cross-entropy, features standardised with the
+    training statistics. Every point of every test cloud is scored, batch by batch (memory stays that
+    of one batch)."""
+    if datamodule.num_part_classes is None:
+        raise ValueError("Part segmentation needs per-point part labels: use dataset 'shapenet' or 'synthetic'.")
+    if points_per_cloud < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError("points_per_cloud, epochs and batch_size must be >= 1 and lr > 0.")
+    encoder = getattr(model, "encoder", model)
+    datamodule.setup("fit")
+    dev = _device(encoder, device)
+    num_parts, num_classes = int(datamodule.num_part_classes), int(datamodule.num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    feats, parts = [], []
+    category_parts = torch.zeros(num_classes, num_parts, dtype=torch.bool)
+    with _frozen(encoder):
+        for points, part, label in _seg_batches(datamodule, "train", dev):
+            f = _dense(encoder, points).float().cpu()
+            n = f.shape[1]
+            pick = torch.rand(f.shape[0], n, generator=gen).argsort(dim=1)[:, : min(points_per_cloud, n)]
+            feats.append(f.gather(1, pick.unsqueeze(-1).expand(-1, -1, f.shape[-1])).flatten(0, 1))
+            part = part.cpu()
+            parts.append(part.gather(1, pick).flatten())
+            category_parts[label.cpu().unsqueeze(1).expand_as(part), part] = True
+    x, y = torch.cat(feats), torch.cat(parts)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    probe = nn.Linear(x.shape[1], num_parts)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe.reset_parameters()
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    xs = (x - mean) / std
+    for _ in range(epochs):
+        for idx in torch.randperm(xs.shape[0], generator=gen).split(batch_size):
+            loss = nn.functional.cross_entropy(probe(xs[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    probe = probe.to(dev)
+    mean, std = mean.to(dev), std.to(dev)
+    jaccard = MulticlassJaccardIndex(num_classes=num_parts, average="macro").to(dev)
+    allowed = category_parts.to(dev)
+    correct = total = 0
+    shape_ious: list[Tensor] = []
+    shape_labels: list[Tensor] = []
+    with _frozen(encoder):
+        for points, part, label in _seg_batches(datamodule, "test", dev):
+            logits = probe((_dense(encoder, points).float() - mean) / std)  # [B, N, P]
+            jaccard.update(logits.argmax(-1).flatten(), part.flatten())
+            correct += int((logits.argmax(-1) == part).sum())
+            total += part.numel()
+            shape_ious.append(shape_part_iou(logits, part, label, allowed))
+            shape_labels.append(label)
+    ious, labels = torch.cat(shape_ious), torch.cat(shape_labels)
+    per_class = [ious[labels == c].mean() for c in labels.unique()]
+    return {
+        "miou": float(jaccard.compute()),
+        "instance_miou": float(ious.mean()),
+        "class_miou": float(torch.stack(per_class).mean()),
+        "acc": correct / max(total, 1),
+        "n_train_points": int(y.numel()),
+        "n_test_clouds": int(ious.numel()),
+    }

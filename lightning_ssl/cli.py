@@ -3,7 +3,8 @@
 ``lightning-ssl fit|validate|test|predict --config configs/...yaml`` with methods (subclasses of
 :class:`~lightning_ssl.methods.SSLMethod`) and datamodules selectable by class name, and
 ``lightning-ssl export --ckpt ... --out encoder.pt`` to write the trained encoder, and
-``lightning-ssl evaluate-graph --config ... --ckpt ...`` for the graph evaluation protocols.
+``lightning-ssl evaluate-graph --config ... --ckpt ...`` for the graph evaluation protocols, and
+``lightning-ssl evaluate-points --config ... --ckpt ...`` for the point-cloud ones.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from lightning_ssl.methods import SSLMethod
 USAGE = """usage: lightning-ssl {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]
        lightning-ssl export --ckpt CHECKPOINT.ckpt --out encoder.pt [--teacher]
        lightning-ssl evaluate-graph --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--tasks node,cluster,link]
+       lightning-ssl evaluate-points --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--tasks classification,segmentation]
 
-Methods: SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, CCASSG, DGI, GraphMAE (--model NAME).
-Datamodules: ImageDataModule, GraphDataModule (--data NAME). `lightning-ssl fit --help` lists every option;
+Methods: SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, CCASSG, DGI, GraphMAE, PointMAE,
+MaskedFeatureModeling (--model NAME).
+Datamodules: ImageDataModule, GraphDataModule, PointCloudDataModule (--data NAME). `lightning-ssl fit --help` lists every option;
 `--print_config` prints the resolved config."""
 
 
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_ssl.evaluation.graph_tasks import main as evaluate_graph_main
 
         return evaluate_graph_main(argv[1:])
+    if argv and argv[0] == "evaluate-points":
+        from lightning_ssl.evaluation.points import main as evaluate_points_main
+
+        return evaluate_points_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         if not argv:

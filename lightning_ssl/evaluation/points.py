@@ -2,8 +2,9 @@
 
 - **Classification** (:func:`evaluate_point_classification`): global features ``encoder(x) [B, D]``
   of the clean clouds, a logistic-regression probe (standardised features) and a weighted kNN, trained
-  on the training split and scored on the test split (Point-MAE / MSM: linear probing of frozen
-  features; Point-MAE's own number uses a linear SVM on ModelNet40).
+  on the training split and scored on the test split, the probe's regularisation chosen on the
+  validation split (Point-MAE / MSM: linear probing of frozen features; Point-MAE's own number uses a
+  linear SVM on ModelNet40).
 - **Part segmentation** (:func:`evaluate_point_segmentation`): per-point features from
   :func:`~lightning_ssl.encoders.dense_point_features` (every level of ``forward_levels``
   interpolated back to the points and concatenated, as Masked Scene Modeling probes its multi-level
@@ -20,10 +21,11 @@ are restored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassJaccardIndex
@@ -57,23 +59,57 @@ def evaluate_point_classification(
     datamodule: Any,
     k: int = 20,
     temperature: float = 0.07,
-    C: float = 1.0,
+    C: float | None = None,
+    C_grid: Sequence[float] = (0.01, 0.1, 1.0, 10.0),
+    labels_per_class: int | None = None,
+    draws: int = 5,
     device: torch.device | str | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """Linear probe and weighted kNN on frozen global features: ``{"linear": {...}, "knn": {...}}``.
 
     Trained on ``datamodule.labelled_train_dataloader()`` (clean training clouds), scored on
     ``datamodule.test_dataloader()``; see :func:`~lightning_ssl.evaluation.linear_probe` and
-    :func:`~lightning_ssl.evaluation.knn_classify` for the keys."""
+    :func:`~lightning_ssl.evaluation.knn_classify` for the keys. The probe's inverse regularisation
+    ``C`` is given, or (``C=None``) picked from ``C_grid`` by accuracy on the validation split, never on
+    the test split; ``linear["C"]`` says which.
+
+    ``labels_per_class=k`` adds ``"linear_few"``: the same probe trained on ``k`` training clouds per class
+    (a class-stratified subset drawn ``draws`` times with seeds ``0..draws-1``), its test accuracy as
+    ``acc`` (mean) and ``acc_std`` over the draws: the label-scarce regime SSL is for."""
     encoder = getattr(model, "encoder", model)
     datamodule.setup("fit")
     dev = _device(encoder, device)
     train_x, train_y = extract_features(encoder, datamodule.labelled_train_dataloader(), dev)
     test_x, test_y = extract_features(encoder, datamodule.test_dataloader(), dev)
-    return {
-        "linear": linear_probe(train_x, train_y, test_x, test_y, C=C),
-        "knn": knn_classify(train_x, train_y, test_x, test_y, k=k, temperature=temperature),
-    }
+    if C is None:
+        if not C_grid:
+            raise ValueError("C_grid is empty: give C or at least one value to choose from.")
+        val_x, val_y = extract_features(encoder, datamodule.val_dataloader(), dev)
+        C = max(C_grid, key=lambda c: linear_probe(train_x, train_y, val_x, val_y, C=c)["acc"])  # first best
+    linear = linear_probe(train_x, train_y, test_x, test_y, C=C)
+    linear["C"] = float(C)
+    out = {"linear": linear, "knn": knn_classify(train_x, train_y, test_x, test_y, k=k, temperature=temperature)}
+    if labels_per_class is not None:
+        accs = [linear_probe(train_x[idx], train_y[idx], test_x, test_y, C=C)["acc"]
+                for idx in (_per_class_subset(train_y, labels_per_class, seed) for seed in range(draws))]
+        out["linear_few"] = {"acc": float(np.mean(accs)), "acc_std": float(np.std(accs)),
+                             "labels_per_class": int(labels_per_class), "draws": int(draws), "C": float(C)}
+    return out
+
+
+def _per_class_subset(y: Tensor, per_class: int, seed: int) -> Tensor:
+    """Indices of ``per_class`` random samples of every class (seeded); an error if a class has fewer."""
+    if per_class < 1:
+        raise ValueError(f"labels_per_class must be >= 1, got {per_class}.")
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in y.unique():
+        members = (y == c).nonzero().flatten()
+        if members.numel() < per_class:
+            raise ValueError(f"labels_per_class={per_class}, but class {int(c)} has only {members.numel()} training "
+                             "samples; lower labels_per_class.")
+        picks.append(members[torch.randperm(members.numel(), generator=gen)[:per_class]])
+    return torch.cat(picks)
 
 
 def _dense(encoder: nn.Module, points: Tensor) -> Tensor:
@@ -181,3 +217,50 @@ def evaluate_point_segmentation(
         "n_train_points": int(y.numel()),
         "n_test_clouds": int(ious.numel()),
     }
+
+
+TASKS = ("classification", "segmentation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lightning-ssl evaluate-points --config CFG [--ckpt CKPT] [--tasks classification,segmentation]``;
+    further ``--key value`` arguments override the config as in ``lightning-ssl fit``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="lightning-ssl evaluate-points", description=main.__doc__)
+    parser.add_argument("--config", required=True, help="the training config (configs/points/...yaml)")
+    parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate; omit to score the random-init encoder")
+    parser.add_argument("--tasks", default="classification", help=f"comma-separated, from {', '.join(TASKS)}")
+    parser.add_argument("--seg-epochs", type=int, default=30, help="segmentation probe epochs")
+    parser.add_argument("--out", default=None, help="write the results as JSON")
+    args, overrides = parser.parse_known_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        parser.error(f"Unknown task(s) {unknown}; valid: {', '.join(TASKS)}.")
+    from lightning_ssl.cli import SSLCLI
+
+    cli = SSLCLI(args=["--config", args.config, "--trainer.logger", "false", *overrides], run=False)
+    if args.ckpt is not None:
+        path = Path(args.ckpt)
+        if not path.is_file():
+            parser.error(f"Checkpoint not found: {path}. Training writes them under <log dir>/checkpoints/.")
+        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+        if state is None:
+            parser.error(f"{path} is not a Lightning checkpoint (no 'state_dict').")
+        try:
+            cli.model.load_state_dict(state)
+        except RuntimeError as err:
+            parser.error(f"The checkpoint does not match the config's model ({err}). Pass the config it was trained with.")
+    results: dict[str, Any] = {}
+    if "classification" in tasks:
+        results["classification"] = evaluate_point_classification(cli.model, cli.datamodule)
+    if "segmentation" in tasks:
+        results["segmentation"] = evaluate_point_segmentation(cli.model, cli.datamodule, epochs=args.seg_epochs)
+    text = json.dumps(results, indent=2, default=float)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0

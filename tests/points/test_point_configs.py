@@ -75,3 +75,30 @@ def test_point_config_fits_on_synthetic_shapes(config: Path, tmp_path: Path):
     args = ["fit", "--config", str(config), *_synthetic(tmp_path), *SHRINK[encoder],
             "--trainer.fast_dev_run", "2", "--trainer.logger", "false"]
     assert main(args) == 0
+
+
+def test_evaluate_points_cli(tmp_path: Path, capsys):
+    import json
+
+    import torch
+
+    config = str(REPO_ROOT / "configs" / "points" / "point_mae_modelnet40.yaml")
+    common = ["--config", config, *_synthetic(tmp_path), *SHRINK["PointPatchTransformer"],
+              "--model.encoder.init_args.embed_dim", "48", "--model.decoder_num_heads", "2",
+              "--model.encoder.init_args.num_heads", "2"]
+    cli = SSLCLI(args=[*common, "--trainer.logger", "false"], run=False)
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": cli.model.state_dict()}, ckpt)
+    out = tmp_path / "result.json"
+    assert main(["evaluate-points", *common, "--ckpt", str(ckpt), "--tasks", "classification,segmentation",
+                 "--seg-epochs", "2", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"classification", "segmentation"}
+    assert 0.0 <= results["classification"]["linear"]["acc"] <= 1.0
+    assert 0.0 <= results["segmentation"]["instance_miou"] <= 1.0
+    with pytest.raises(SystemExit):
+        main(["evaluate-points", *common, "--ckpt", str(tmp_path / "missing.ckpt")])
+    assert "Checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate-points", *common, "--tasks", "detection"])
+    assert "Unknown task" in capsys.readouterr().err

@@ -75,3 +75,17 @@ def test_segmentation_needs_part_labels(tmp_path):
 def test_segmentation_rejects_bad_probe_settings(synthetic_dm):
     with pytest.raises(ValueError, match="points_per_cloud"):
         evaluate_point_segmentation(PointNet(widths=(8, 16)), synthetic_dm, points_per_cloud=0)
+
+
+def test_classification_picks_C_on_validation_and_probes_few_labels(synthetic_dm):
+    torch.manual_seed(0)
+    encoder = PointNet(widths=(16, 32))
+    out = evaluate_point_classification(encoder, synthetic_dm, C_grid=(0.1, 1.0), labels_per_class=2, draws=3)
+    assert out["linear"]["C"] in (0.1, 1.0)
+    few = out["linear_few"]
+    assert few["labels_per_class"] == 2 and few["draws"] == 3 and few["C"] == out["linear"]["C"]
+    assert 0.0 <= few["acc"] <= 1.0 and few["acc_std"] >= 0.0
+    fixed = evaluate_point_classification(encoder, synthetic_dm, C=0.5)
+    assert fixed["linear"]["C"] == 0.5 and "linear_few" not in fixed
+    with pytest.raises(ValueError, match="lower labels_per_class"):
+        evaluate_point_classification(encoder, synthetic_dm, labels_per_class=10_000)

@@ -429,6 +429,24 @@ class PointCloudDataModule(L.LightningDataModule):
         self.setup()
         return self._num_parts
 
+    @property
+    def category_parts(self) -> Tensor | None:
+        """``[num_classes, num_part_classes]`` bool: the part labels each class owns (ShapeNet: PyG's
+        ``ShapeNet.seg_classes``; synthetic: ``2c`` and ``2c + 1``), for the ShapeNet-part mIoU protocol.
+        ``None`` without part labels, or for folders (the evaluation then uses the parts seen in training)."""
+        if self.num_part_classes is None or self.dataset_name not in ("shapenet", "synthetic"):
+            return None
+        table = torch.zeros(self.num_classes, self.num_part_classes, dtype=torch.bool)
+        if self.dataset_name == "synthetic":
+            for c in range(self.num_classes):
+                table[c, 2 * c: 2 * c + 2] = True
+            return table
+        from torch_geometric.datasets import ShapeNet
+
+        for c, name in enumerate(self.class_names):
+            table[c, ShapeNet.seg_classes[name]] = True
+        return table
+
     # ------------------------------------------------------------------ preparation
     def setup(self, stage: str | None = None) -> None:
         if self.points is not None:
@@ -445,16 +463,37 @@ class PointCloudDataModule(L.LightningDataModule):
             self._setup_folder(root)
         else:
             n = self.dataset_name[len("modelnet"):]
-            for base in (root, root / f"ModelNet{n}"):
-                if (base / "raw").is_dir():
-                    self._setup_modelnet(base, n)
-                    return
+            base = self._modelnet_base(root, n)
+            if base is not None:
+                self._setup_modelnet(base, n)
+                return
             if any(d.is_dir() and (d / "train").is_dir() for d in root.iterdir()):
                 self._setup_folder(root)
                 self._default_up = "z"
                 return
             raise FileNotFoundError(f"No ModelNet{n} data under {root}: expected {root}/raw/<class>/{{train,test}}/*.off "
                                     f"or {root}/<class>/{{train,test}}/*.off. {self._where_to_get()}")
+
+    @staticmethod
+    def _modelnet_base(root: Path, n: str) -> Path | None:
+        """The folder holding ModelNet's ``raw/`` (``root`` or ``root/ModelNet<n>``), if any."""
+        return next((base for base in (root, root / f"ModelNet{n}") if (base / "raw").is_dir()), None)
+
+    def prepare_data(self) -> None:
+        """Lightning runs this once per node before ``setup``: PyG processes ModelNet / ShapeNet into the cache
+        here, so that DDP ranks do not process (and write) the same files at the same time."""
+        if self.dataset_name in ("synthetic", "folder") or self.root is None:
+            return
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            return  # setup raises the error that says where to get the data
+        if self.dataset_name == "shapenet":
+            self._shapenet_datasets(root)
+            return
+        n = self.dataset_name[len("modelnet"):]
+        base = self._modelnet_base(root, n)
+        if base is not None:
+            self._modelnet_datasets(base, n)
 
     def _where_to_get(self) -> str:
         if self.dataset_name.startswith("modelnet"):
@@ -586,7 +625,8 @@ class PointCloudDataModule(L.LightningDataModule):
     def _cache(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
-    def _setup_modelnet(self, base: Path, n: str) -> None:
+    def _modelnet_datasets(self, base: Path, n: str) -> tuple[list[Any], list[str]]:
+        """PyG's ModelNet train and test sets over a cache mirror of ``base`` (PyG processes them on first use)."""
         from torch_geometric.datasets import ModelNet
 
         raw = base / "raw"
@@ -597,7 +637,11 @@ class PointCloudDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"{raw} lacks the class folder(s) {missing} that torch_geometric's ModelNet expects. "
                                     f"{self._where_to_get()}")
         mirror = _mirror(base.parent, base.name, self._cache()) / base.name
-        parts = [ModelNet(str(mirror), n, train=True), ModelNet(str(mirror), n, train=False)]
+        return [ModelNet(str(mirror), n, train=True), ModelNet(str(mirror), n, train=False)], classes
+
+    def _setup_modelnet(self, base: Path, n: str) -> None:
+        raw = base / "raw"
+        parts, classes = self._modelnet_datasets(base, n)
         short: list[str] = []
         clouds, labels, split = [], [], []
         for s, ds in enumerate(parts):
@@ -617,7 +661,8 @@ class PointCloudDataModule(L.LightningDataModule):
         self._finish(clouds, labels_t, classes, {"train": train_all[tr], "val": train_all[va], "test": test}, False, None)
         self._default_up = "z"
 
-    def _setup_shapenet(self, root: Path) -> None:
+    def _shapenet_datasets(self, root: Path) -> dict[str, Any]:
+        """PyG's ShapeNet train/val/test sets over a cache mirror of ``root`` (processed on first use)."""
         from torch_geometric.datasets import ShapeNet
 
         if "colors" in self.features:
@@ -633,10 +678,17 @@ class PointCloudDataModule(L.LightningDataModule):
                                     f"category folders and train_test_split). {self._where_to_get()}")
         mirror = _mirror(root.parent, root.name, self._cache()) / root.name
         cats = self.shapenet_categories or list(ShapeNet.category_ids)
+        return {split: ShapeNet(str(mirror), cats, include_normals=True, split=split) for split in ("train", "val", "test")}
+
+    def _setup_shapenet(self, root: Path) -> None:
+        from torch_geometric.datasets import ShapeNet
+
+        datasets = self._shapenet_datasets(root)
+        cats = self.shapenet_categories or list(ShapeNet.category_ids)
         short: list[str] = []
         clouds, labels, split_ids = [], [], []
         for s, split in enumerate(("train", "val", "test")):
-            ds = ShapeNet(str(mirror), cats, include_normals=True, split=split)
+            ds = datasets[split]
             for j in range(len(ds)):
                 data = ds[j]
                 rec = {"pos": data.pos, "faces": None, "normals": data.x, "colors": None, "parts": data.y}

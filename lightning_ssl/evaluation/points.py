@@ -10,9 +10,10 @@
   interpolated back to the points and concatenated, as Masked Scene Modeling probes its multi-level
   features), a per-point linear classifier trained with Adam on the training clouds, and on the test
   clouds the part mIoU over all part classes (torchmetrics ``MulticlassJaccardIndex``, macro) plus the
-  ShapeNet-part protocol: predictions restricted to the parts of the shape's category, a part absent
-  from both prediction and truth counts IoU 1, instance mIoU = mean over shapes, class mIoU = mean over
-  categories.
+  ShapeNet-part protocol: predictions restricted to the parts of the shape's category (the dataset's
+  table, ``datamodule.category_parts``: PyG's ``ShapeNet.seg_classes``; else the parts seen in the
+  training clouds), a part absent from both prediction and truth counts IoU 1, instance mIoU = mean over
+  shapes, class mIoU = mean over categories.
 
 Both take a method (its ``encoder`` is used) or a bare encoder, and a
 :class:`~lightning_ssl.data.PointCloudDataModule`. The encoder runs in eval mode; train/eval flags
@@ -160,8 +161,11 @@ def evaluate_point_segmentation(
     of one batch)."""
     if datamodule.num_part_classes is None:
         raise ValueError("Part segmentation needs per-point part labels: use dataset 'shapenet' or 'synthetic'.")
-    if points_per_cloud < 1 or epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError("points_per_cloud, epochs and batch_size must be >= 1 and lr > 0.")
+    for name, value in (("points_per_cloud", points_per_cloud), ("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"evaluate_point_segmentation: {name} must be >= 1, got {value}.")
+    if lr <= 0:
+        raise ValueError(f"evaluate_point_segmentation: lr must be > 0, got {lr}.")
     encoder = getattr(model, "encoder", model)
     datamodule.setup("fit")
     dev = _device(encoder, device)
@@ -192,6 +196,9 @@ def evaluate_point_segmentation(
             opt.zero_grad()
             loss.backward()
             opt.step()
+    known = getattr(datamodule, "category_parts", None)  # the dataset's own table (ShapeNet's seg_classes)
+    if known is not None:
+        category_parts = known
     probe = probe.to(dev)
     mean, std = mean.to(dev), std.to(dev)
     jaccard = MulticlassJaccardIndex(num_classes=num_parts, average="macro").to(dev)

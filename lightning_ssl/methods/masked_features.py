@@ -34,7 +34,8 @@ class MaskedFeatureModeling(MomentumSSLMethod):
     encoder's ``level_layers``, e.g. blocks 4, 8 and 12 of 12, the multi-level features the evaluation
     reads) a linear predictor maps the student's tokens to the teacher's; the loss, averaged over the
     depths, counts the masked patches only. Teacher targets are layer-normalised without affine
-    parameters (as data2vec). ``loss``: ``"cosine"`` (1 - cosine similarity, MSM's choice) or
+    parameters (as data2vec); the teacher has no stochastic depth (its drop-path layers are removed), so
+    the same cloud always gives the same targets. ``loss``: ``"cosine"`` (1 - cosine similarity, MSM's choice) or
     ``"smooth_l1"``. Logged: ``train/loss`` and ``train/layer_<i>`` per target depth.
 
     Differences from MSM (whose encoder is a sparse-convolution U-Net over scene voxels): levels are
@@ -70,6 +71,7 @@ class MaskedFeatureModeling(MomentumSSLMethod):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.predictors = nn.ModuleList(nn.Linear(width, width) for _ in self.target_layers)
         self.build_teacher("encoder")
+        _remove_drop_path(self.teacher["encoder"])  # targets must not depend on stochastic depth
 
     def encode_training_views(self, views: list[Any], extra: dict[str, Any]) -> list[Tensor]:
         patches = self.encoder.tokenize(views[0])
@@ -100,3 +102,14 @@ class MaskedFeatureModeling(MomentumSSLMethod):
                 parts[f"layer_{layer}"] = F.smooth_l1_loss(pred, target[mask])
         parts["loss"] = torch.stack(list(parts.values())).mean()
         return parts
+
+
+def _remove_drop_path(module: nn.Module) -> None:
+    """Replace every timm ``DropPath`` inside ``module`` by ``nn.Identity`` (in place)."""
+    from timm.layers import DropPath
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, DropPath):
+            setattr(module, name, nn.Identity())
+        else:
+            _remove_drop_path(child)

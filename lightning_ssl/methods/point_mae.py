@@ -62,6 +62,7 @@ class PointMAE(SSLMethod):
         self.decoder_norm = nn.LayerNorm(width)
         self.reconstruction_head = nn.Linear(width, 3 * encoder.group_size)  # Point-MAE's 1x1 Conv1d
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.decoder.apply(_xavier_init)  # Point-MAE's TransformerDecoder initialisation
 
     def encode_training_views(self, views: list[Any], extra: dict[str, Any]) -> list[Tensor]:
         patches = self.encoder.tokenize(views[0])
@@ -86,3 +87,13 @@ class PointMAE(SSLMethod):
         pred = self.reconstruct(out.extra["visible"], patches.centers, mask)
         target = gather_rows(patches.neighborhoods[..., :3], mask)  # xyz only, relative to the centres
         return chamfer_distance(pred.flatten(0, 1).float(), target.flatten(0, 1).float())
+
+
+def _xavier_init(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

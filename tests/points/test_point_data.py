@@ -117,6 +117,8 @@ def test_modelnet10_through_pyg_with_read_only_root(tmp_path):
     try:
         dm = PointCloudDataModule("modelnet10", root=str(root), num_points=64, batch_size=4, features=["normals"],
                                   cache_dir=str(tmp_path / "cache"))
+        dm.prepare_data()  # once per node under DDP: PyG processes into the cache here, before any rank's setup
+        assert any((tmp_path / "cache").rglob("training.pt")) and dm.points is None
         dm.setup()
         assert dm.num_classes == 10 and dm.class_names == MODELNET10 and dm.up_axis == "z"
         assert dm.points.shape == (40, 64, 6)
@@ -184,6 +186,9 @@ def test_shapenet_through_pyg_fake_layout(tmp_path):
         for lab, cat in enumerate(("Airplane", "Mug")):
             rows = dm.labels == lab
             assert set(dm.parts[rows].unique().tolist()) <= set(ShapeNet.seg_classes[cat])
+        table = dm.category_parts  # the ShapeNet-part protocol's fixed category -> parts table
+        assert table.shape == (2, 50) and table[0].nonzero().flatten().tolist() == ShapeNet.seg_classes["Airplane"]
+        assert table[1].nonzero().flatten().tolist() == ShapeNet.seg_classes["Mug"]
         batch = next(iter(dm.segmentation_dataloader("val")))
         assert batch["points"].shape == (2, 64, 6) and batch["parts"].shape == (2, 64) and batch["labels"].shape == (2,)
         assert _listing(root) == before

@@ -89,3 +89,9 @@ def test_classification_picks_C_on_validation_and_probes_few_labels(synthetic_dm
     assert fixed["linear"]["C"] == 0.5 and "linear_few" not in fixed
     with pytest.raises(ValueError, match="lower labels_per_class"):
         evaluate_point_classification(encoder, synthetic_dm, labels_per_class=10_000)
+
+
+def test_synthetic_category_parts_table(synthetic_dm):
+    table = synthetic_dm.category_parts
+    assert table.shape == (6, 12) and table.sum() == 12
+    assert all(table[c].nonzero().flatten().tolist() == [2 * c, 2 * c + 1] for c in range(6))

@@ -177,3 +177,20 @@ def test_bad_settings_are_named():
         MaskedFeatureModeling(tiny_encoder(), target_layers=[7])
     with pytest.raises(ValueError, match="unknown loss"):
         MaskedFeatureModeling(tiny_encoder(), loss="l2")
+
+
+def test_masked_features_teacher_targets_are_deterministic_despite_drop_path():
+    method = MaskedFeatureModeling(tiny_encoder(drop_path_rate=0.5), mask_ratio=0.5)
+    method.train()
+    patches = method.encoder.tokenize(clouds())
+    first, second = method.teacher_targets(patches), method.teacher_targets(patches)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert any(type(m).__name__ == "DropPath" for m in method.encoder.modules())  # the student keeps it
+
+
+def test_point_mae_decoder_uses_xavier_init():
+    method = PointMAE(tiny_encoder(), decoder_depth=1, decoder_num_heads=2)
+    weight = method.decoder[0].mlp.fc1.weight
+    bound = (6 / (weight.shape[0] + weight.shape[1])) ** 0.5
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+    assert torch.all(method.decoder[0].mlp.fc1.bias == 0)

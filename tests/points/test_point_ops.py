@@ -245,9 +245,9 @@ def test_matches_torch_geometric_compiled_ops():
     flat = xyz.reshape(-1, 3)
     batch = torch.arange(2).repeat_interleave(64)
     ref = pyg_fps(flat, batch, ratio=0.25, random_start=False).reshape(2, 16) - torch.tensor([[0], [64]])
-    assert torch.equal(farthest_point_sample(xyz, 16, deterministic=True), ref)
+    assert torch.equal(farthest_point_sample(xyz, 16, deterministic=True, backend="torch"), ref)
     row, col = pyg_knn(flat, flat, 4, batch, batch)  # row: query, col: reference
-    _, idx = knn(xyz, xyz, 4)
+    _, idx = knn(xyz, xyz, 4, backend="torch")
     ours = {(b * 64 + m, b * 64 + int(j)) for b in range(2) for m in range(64) for j in idx[b, m]}
     assert ours == set(zip(row.tolist(), col.tolist()))
 

@@ -552,6 +552,12 @@ class PointCloudDataModule(L.LightningDataModule):
             from torch_geometric.data import Data
             from torch_geometric.transforms import SamplePoints
 
+            pos = rec["pos"].float()  # type: ignore[union-attr]
+            corners = pos[faces.long()]  # [3, F, 3]
+            if not bool(torch.linalg.cross(corners[1] - corners[0], corners[2] - corners[0]).norm(dim=-1).sum() > 0):
+                raise ValueError(f"{where}: every face of the mesh has zero area, so no surface points can be sampled. "
+                                 "Fix or remove the file (or store its vertices as a point file, e.g. .xyz).")
+
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 out = SamplePoints(N, include_normals="normals" in self.features)(

@@ -155,3 +155,11 @@ def test_bad_options():
         apply_point_view(torch.zeros(4, 3), PointView(translate=0.1))
     with pytest.raises(ValueError, match="normals=True needs channels 3:6"):
         apply_point_view(torch.zeros(1, 4, 3), PointView(translate=0.1), normals=True)
+
+
+def test_mesh_whose_faces_all_have_zero_area(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "line.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
+    dm = PointCloudDataModule("folder", root=str(tmp_path), num_points=16, val_fraction=0, test_fraction=0)
+    with pytest.raises(ValueError, match=r"line\.off.*zero area"):
+        dm.setup()

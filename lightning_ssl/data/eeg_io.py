@@ -12,6 +12,7 @@ leakage-free windowing with labels from annotations.
   covers no event is unlabelled (-1, still usable for pretraining); a window that straddles two
   different labels (or an event and unlabelled signal) is dropped (``straddle="drop"``) or takes the
   label covering most of its samples (``"majority"``; unlabelled time counts as a label, -1).
+  :func:`make_event_windows` cuts one window per annotated event instead (MNE-style epochs).
 
 Splits are made by recording (:func:`assert_disjoint_recordings`), never by window, so no window of a
 test recording is seen in training.
@@ -269,6 +270,34 @@ def make_windows(
     return windows[keep], labels[keep], starts[keep]
 
 
+def make_event_windows(
+    rec: EEGRecording,
+    window_s: float,
+    label_map: Mapping[str, int],
+    offset_s: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One window per annotated event (MNE-style epochs): ``window_s`` seconds from ``onset + offset_s``.
+
+    Returns ``(windows [N, C, W], labels [N], starts [N])``. Events whose window would run past the end of
+    the recording (or start before it) are skipped; every description must be in ``label_map``."""
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s}.")
+    unknown = sorted({d for _, _, d in rec.annotations} - set(label_map))
+    if unknown:
+        raise ValueError(f"{rec.source}: annotation label(s) {unknown} are not in label_map {dict(label_map)}. "
+                         "Add them to the mapping.")
+    width, total = int(round(window_s * rec.sfreq)), rec.data.shape[1]
+    if width > total:
+        raise ValueError(f"{rec.source}: window of {window_s} s ({width} samples) is longer than the recording "
+                         f"({total} samples, {rec.duration_s:.1f} s). Use shorter windows.")
+    starts = [int(round((o + offset_s) * rec.sfreq)) for o, _, _ in rec.annotations]
+    keep = [i for i, a in enumerate(starts) if 0 <= a and a + width <= total]
+    start_t = torch.tensor([starts[i] for i in keep], dtype=torch.long)
+    labels = torch.tensor([int(label_map[rec.annotations[i][2]]) for i in keep], dtype=torch.long)
+    idx = start_t[:, None] + torch.arange(width)
+    return rec.data[:, idx].permute(1, 0, 2).contiguous(), labels, start_t
+
+
 def assert_disjoint_recordings(splits: Mapping[str, Sequence[str]]) -> None:
     """Raise if any recording appears in two splits (window-level splits leak neighbouring windows)."""
     seen: dict[str, str] = {}
@@ -280,4 +309,4 @@ def assert_disjoint_recordings(splits: Mapping[str, Sequence[str]]) -> None:
             seen[r] = split
 
 
-__all__ = ["EEGRecording", "assert_disjoint_recordings", "make_windows", "normalize_channel_name", "preprocess", "read_eeg"]
+__all__ = ["EEGRecording", "assert_disjoint_recordings", "make_event_windows", "make_windows", "normalize_channel_name", "preprocess", "read_eeg"]

@@ -18,6 +18,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from lightning_ssl.encoders.weight_init import trunc_normal_init
+
 from lightning_ssl.encoders.point_ops import (
     _ball_query_indices,
     _fps_auto,
@@ -338,17 +340,7 @@ class PointPatchTransformer(nn.Module):
             Block(self.embed_dim, self.num_heads, self.mlp_ratio, qkv_bias=False, drop_path=dpr[i]) for i in range(self.depth)
         )
         self.norm = nn.LayerNorm(self.embed_dim)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Conv1d)):  # Point-MAE initialises Linear and Conv1d alike
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(lambda m: trunc_normal_init(m, (nn.Linear, nn.Conv1d)))  # Point-MAE: Linear and Conv1d alike
 
     def group(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x [B, N, 3 + C]`` -> ``(centers [B, G, 3], neighborhoods [B, G, K, 3 + C])``."""

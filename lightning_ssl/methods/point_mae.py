@@ -9,6 +9,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from lightning_ssl.encoders.weight_init import xavier_init
 from lightning_ssl.losses.chamfer import chamfer_distance
 from lightning_ssl.methods.base import SSLMethod, ViewOutputs
 from lightning_ssl.methods.patch_masking import (
@@ -62,7 +63,7 @@ class PointMAE(SSLMethod):
         self.decoder_norm = nn.LayerNorm(width)
         self.reconstruction_head = nn.Linear(width, 3 * encoder.group_size)  # Point-MAE's 1x1 Conv1d
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.decoder.apply(_xavier_init)  # Point-MAE's TransformerDecoder initialisation
+        self.decoder.apply(xavier_init)  # Point-MAE's TransformerDecoder initialisation
 
     def encode_training_views(self, views: list[Any], extra: dict[str, Any]) -> list[Tensor]:
         patches = self.encoder.tokenize(views[0])
@@ -88,12 +89,3 @@ class PointMAE(SSLMethod):
         target = gather_rows(patches.neighborhoods[..., :3], mask)  # xyz only, relative to the centres
         return chamfer_distance(pred.flatten(0, 1).float(), target.flatten(0, 1).float())
 
-
-def _xavier_init(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

@@ -69,29 +69,15 @@ from lightning_ssl.encoders.image import TimmEncoder  # noqa: E402
 from lightning_ssl.evaluation import knn_predict  # noqa: E402
 from lightning_ssl.methods import SimCLR  # noqa: E402
 from lightning_ssl.methods.base import ViewOutputs  # noqa: E402
-from machine import describe_machine  # bench/machine.py (this folder is on sys.path)
+from machine import describe_machine, sync, timed_calls  # bench/machine.py (this folder is on sys.path)
 
 TARGET_RANKME_PCT = 1.0
 
 
 # ------------------------------------------------------------------------------------------ timing
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> tuple[float, list[float]]:
     """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` untimed runs (synchronized)."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    times = timed_calls(fn, device, repeats, warmup)
     return statistics.median(times), times
 
 

@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from bench.machine import describe_machine  # noqa: E402
+from bench.machine import describe_machine, sync, timed_calls  # noqa: E402
 
 PARTS = ("fps", "knn", "mem", "mae")
 SIZES = [(1024, 8), (8192, 4), (32768, 1)]  # (points per cloud, clouds per batch)
@@ -72,11 +72,6 @@ RESULT_TAG = "POINTS_BENCH_RESULT "
 MIB = 2**20
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def header(title: str, device: torch.device, extra: str = "") -> str:
     date = _dt.datetime.now().isoformat(timespec="seconds")
     line = f"**{title}** | {describe_machine(device)} | torch {torch.__version__} | {date}"
@@ -85,15 +80,7 @@ def header(title: str, device: torch.device, extra: str = "") -> str:
 
 def median_ms(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, float, float]:
     """One untimed warm-up call, then ``repeats`` timed calls: (median, min, max) in ms."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
+    times = [t * 1e3 for t in timed_calls(fn, device, repeats, warmup=1)]
     return statistics.median(times), min(times), max(times)
 
 

@@ -648,24 +648,28 @@ class PointCloudDataModule(L.LightningDataModule):
     def _setup_modelnet(self, base: Path, n: str) -> None:
         raw = base / "raw"
         parts, classes = self._modelnet_datasets(base, n)
-        short: list[str] = []
-        clouds, labels, split = [], [], []
-        for s, ds in enumerate(parts):
-            for j in range(len(ds)):
-                data = ds[j]
-                rec = {"pos": data.pos, "faces": data.face}
-                clouds.append(self._sample(rec, len(clouds), f"ModelNet{n} {'train' if s == 0 else 'test'} sample {j}", short))
-                labels.append(int(data.y))
-                split.append(s)
-        self._warn_short(short)
+        clouds, labels, split = self._sample_pyg({"train": parts[0], "test": parts[1]}, f"ModelNet{n}",
+                                                 lambda d: {"pos": d.pos, "faces": d.face})
         if not clouds:
             raise FileNotFoundError(f"ModelNet{n} under {raw} has no meshes. {self._where_to_get()}")
-        labels_t = torch.tensor(labels, dtype=torch.long)
-        split_t = torch.tensor(split)
-        train_all, test = (split_t == 0).nonzero().flatten(), (split_t == 1).nonzero().flatten()
-        tr, va = stratified_split(labels_t[train_all], [self.val_fraction], self.split_seed)
-        self._finish(clouds, labels_t, classes, {"train": train_all[tr], "val": train_all[va], "test": test}, False, None)
+        train_all, test = (split == 0).nonzero().flatten(), (split == 1).nonzero().flatten()
+        tr, va = stratified_split(labels[train_all], [self.val_fraction], self.split_seed)
+        self._finish(clouds, labels, classes, {"train": train_all[tr], "val": train_all[va], "test": test}, False, None)
         self._default_up = "z"
+
+    def _sample_pyg(self, datasets: dict[str, Any], name: str, to_record: Any) -> tuple[list[dict[str, Tensor]], Tensor, Tensor]:
+        """Sample every shape of PyG ``datasets`` (split name -> dataset, in split order): the prepared clouds,
+        their labels ``[M]`` (``data.category`` for ShapeNet, else ``data.y``) and split ids ``[M]``."""
+        short: list[str] = []
+        clouds, labels, split_ids = [], [], []
+        for s, (split, ds) in enumerate(datasets.items()):
+            for j in range(len(ds)):
+                data = ds[j]
+                clouds.append(self._sample(to_record(data), len(clouds), f"{name} {split} sample {j}", short))
+                labels.append(int(data.category) if "category" in data else int(data.y))
+                split_ids.append(s)
+        self._warn_short(short)
+        return clouds, torch.tensor(labels, dtype=torch.long), torch.tensor(split_ids, dtype=torch.long)
 
     def _shapenet_datasets(self, root: Path) -> dict[str, Any]:
         """PyG's ShapeNet train/val/test sets over a cache mirror of ``root`` (processed on first use)."""
@@ -691,22 +695,12 @@ class PointCloudDataModule(L.LightningDataModule):
 
         datasets = self._shapenet_datasets(root)
         cats = self.shapenet_categories or list(ShapeNet.category_ids)
-        short: list[str] = []
-        clouds, labels, split_ids = [], [], []
-        for s, split in enumerate(("train", "val", "test")):
-            ds = datasets[split]
-            for j in range(len(ds)):
-                data = ds[j]
-                rec = {"pos": data.pos, "faces": None, "normals": data.x, "colors": None, "parts": data.y}
-                clouds.append(self._sample(rec, len(clouds), f"ShapeNet {split} sample {j}", short))
-                labels.append(int(data.category))
-                split_ids.append(s)
-        self._warn_short(short)
+        clouds, labels, sid = self._sample_pyg(datasets, "ShapeNet", lambda d: {
+            "pos": d.pos, "faces": None, "normals": d.x, "colors": None, "parts": d.y})
         if not clouds:
             raise FileNotFoundError(f"ShapeNet under {root} has no shapes for categories {cats}. {self._where_to_get()}")
-        sid = torch.tensor(split_ids)
         splits = {k: (sid == s).nonzero().flatten() for s, k in enumerate(("train", "val", "test"))}
-        self._finish(clouds, torch.tensor(labels), cats, splits, True, 50)
+        self._finish(clouds, labels, cats, splits, True, 50)
         self._default_up = "y"
 
     # ------------------------------------------------------------------ checks

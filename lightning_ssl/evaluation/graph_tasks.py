@@ -17,15 +17,13 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_ssl.evaluation.cli_common import evaluation_parser, load_from_config, report
 from lightning_ssl.evaluation.graph import link_prediction, masks_to_split, node_classification, node_clustering
 
 TASKS = ("node", "cluster", "link")
@@ -89,35 +87,16 @@ def evaluate_graph(
 def main(argv: list[str] | None = None) -> int:
     """``lightning-ssl evaluate-graph --config CFG --ckpt CKPT [--tasks node,cluster,link] [--seeds 0,1,2]``;
     further ``--key value`` arguments override the config as in ``lightning-ssl fit``."""
-    parser = argparse.ArgumentParser(prog="lightning-ssl evaluate-graph", description=main.__doc__)
-    parser.add_argument("--config", required=True, help="the training config (configs/graph/...yaml)")
-    parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate; omit to score the random-init encoder")
+    parser = evaluation_parser("lightning-ssl evaluate-graph", main.__doc__, "the training config (configs/graph/...yaml)")
     parser.add_argument("--tasks", default="node,cluster", help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--probe-lr", type=float, default=0.01, help="node classification probe: Adam learning rate")
     parser.add_argument("--probe-weight-decay", type=float, default=0.0, help="probe weight decay (1e-4: GraphMAE, CCA-SSG)")
     parser.add_argument("--probe-epochs", type=int, default=300, help="probe epochs (test at the best validation epoch)")
-    parser.add_argument("--out", default=None, help="write the results as JSON")
     args, overrides = parser.parse_known_args(argv)
-    from lightning_ssl.cli import SSLCLI
-
-    cli = SSLCLI(args=["--config", args.config, "--trainer.logger", "false", *overrides], run=False)
-    if args.ckpt is not None:
-        path = Path(args.ckpt)
-        if not path.is_file():
-            parser.error(f"Checkpoint not found: {path}. Training writes them under <log dir>/checkpoints/.")
-        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
-        if state is None:
-            parser.error(f"{path} is not a Lightning checkpoint (no 'state_dict').")
-        try:
-            cli.model.load_state_dict(state)
-        except RuntimeError as err:
-            parser.error(f"The checkpoint does not match the config's model ({err}). Pass the config it was trained with.")
+    cli = load_from_config(parser, args, overrides)
     probe = dict(lr=args.probe_lr, weight_decay=args.probe_weight_decay, epochs=args.probe_epochs)
     results = evaluate_graph(cli.model, cli.datamodule, tasks=args.tasks.split(","),
                              seeds=[int(s) for s in args.seeds.split(",")], probe_kwargs=probe)
-    text = json.dumps(results, indent=2, default=float)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report(results, args.out)
     return 0

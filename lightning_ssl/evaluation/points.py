@@ -232,42 +232,21 @@ TASKS = ("classification", "segmentation")
 def main(argv: list[str] | None = None) -> int:
     """``lightning-ssl evaluate-points --config CFG [--ckpt CKPT] [--tasks classification,segmentation]``;
     further ``--key value`` arguments override the config as in ``lightning-ssl fit``."""
-    import argparse
-    import json
-    from pathlib import Path
+    from lightning_ssl.evaluation.cli_common import evaluation_parser, load_from_config, report
 
-    parser = argparse.ArgumentParser(prog="lightning-ssl evaluate-points", description=main.__doc__)
-    parser.add_argument("--config", required=True, help="the training config (configs/points/...yaml)")
-    parser.add_argument("--ckpt", default=None, help="checkpoint to evaluate; omit to score the random-init encoder")
+    parser = evaluation_parser("lightning-ssl evaluate-points", main.__doc__, "the training config (configs/points/...yaml)")
     parser.add_argument("--tasks", default="classification", help=f"comma-separated, from {', '.join(TASKS)}")
     parser.add_argument("--seg-epochs", type=int, default=30, help="segmentation probe epochs")
-    parser.add_argument("--out", default=None, help="write the results as JSON")
     args, overrides = parser.parse_known_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         parser.error(f"Unknown task(s) {unknown}; valid: {', '.join(TASKS)}.")
-    from lightning_ssl.cli import SSLCLI
-
-    cli = SSLCLI(args=["--config", args.config, "--trainer.logger", "false", *overrides], run=False)
-    if args.ckpt is not None:
-        path = Path(args.ckpt)
-        if not path.is_file():
-            parser.error(f"Checkpoint not found: {path}. Training writes them under <log dir>/checkpoints/.")
-        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
-        if state is None:
-            parser.error(f"{path} is not a Lightning checkpoint (no 'state_dict').")
-        try:
-            cli.model.load_state_dict(state)
-        except RuntimeError as err:
-            parser.error(f"The checkpoint does not match the config's model ({err}). Pass the config it was trained with.")
+    cli = load_from_config(parser, args, overrides)
     results: dict[str, Any] = {}
     if "classification" in tasks:
         results["classification"] = evaluate_point_classification(cli.model, cli.datamodule)
     if "segmentation" in tasks:
         results["segmentation"] = evaluate_point_segmentation(cli.model, cli.datamodule, epochs=args.seg_epochs)
-    text = json.dumps(results, indent=2, default=float)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report(results, args.out)
     return 0

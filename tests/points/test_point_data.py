@@ -22,7 +22,6 @@ from lightning_ssl.data import (
 )
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "modelnet_sample"
-needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"the real ModelNet sample is not at {SAMPLE}")
 
 
 def _listing(root: Path) -> list[tuple[str, int, float]]:
@@ -39,8 +38,7 @@ def _check_unit_sphere(points: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------------- real meshes
 @pytest.fixture(scope="module")
 def sample_dm(tmp_path_factory):
-    if not SAMPLE.is_dir():
-        pytest.skip(f"the real ModelNet sample is not at {SAMPLE}")
+    assert SAMPLE.is_dir(), f"real data missing: the ModelNet sample should be at {SAMPLE} (../shared/data)"
     before = _listing(SAMPLE)
     cache = tmp_path_factory.mktemp("cache")
     dm = PointCloudDataModule("folder", root=str(SAMPLE), num_points=128, batch_size=4, features=["normals"],
@@ -49,7 +47,6 @@ def sample_dm(tmp_path_factory):
     return dm, before
 
 
-@needs_sample
 def test_real_modelnet_sample_loads_as_folder(sample_dm):
     dm, before = sample_dm
     assert dm.class_names == ["airplane", "bathtub", "bed"] and dm.num_classes == 3
@@ -69,7 +66,6 @@ def test_real_modelnet_sample_loads_as_folder(sample_dm):
     assert isinstance(b, SSLBatch) and len(b.views) == 1 and b.views[0].shape == (1, 128, 6)
 
 
-@needs_sample
 def test_real_sample_is_deterministic_and_seeded(sample_dm, tmp_path):
     dm, before = sample_dm
     files = sorted((SAMPLE / "bed").glob("*.off"))[:1]

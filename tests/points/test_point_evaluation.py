@@ -64,8 +64,8 @@ def test_segmentation_probe_scores_every_test_cloud(synthetic_dm):
     assert out["instance_miou"] > 0.25
 
 
-@pytest.mark.skipif(not MODELNET_SAMPLE.is_dir(), reason="../shared/data/modelnet_sample not present")
 def test_segmentation_needs_part_labels(tmp_path):
+    assert MODELNET_SAMPLE.is_dir(), f"real data missing: {MODELNET_SAMPLE}"
     dm = PointCloudDataModule(dataset="folder", root=str(MODELNET_SAMPLE), num_points=64, batch_size=4,
                               cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="part labels"):

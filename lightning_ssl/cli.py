@@ -4,7 +4,8 @@
 :class:`~lightning_ssl.methods.SSLMethod`) and datamodules selectable by class name, and
 ``lightning-ssl export --ckpt ... --out encoder.pt`` to write the trained encoder, and
 ``lightning-ssl evaluate-graph --config ... --ckpt ...`` for the graph evaluation protocols, and
-``lightning-ssl evaluate-points --config ... --ckpt ...`` for the point-cloud ones.
+``lightning-ssl evaluate-points --config ... --ckpt ...`` for the point-cloud ones, and
+``lightning-ssl evaluate-eeg --config ... --ckpt ...`` for the EEG probes.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ USAGE = """usage: lightning-ssl {fit,validate,test,predict} --config CONFIG.yaml
        lightning-ssl export --ckpt CHECKPOINT.ckpt --out encoder.pt [--teacher]
        lightning-ssl evaluate-graph --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--tasks node,cluster,link]
        lightning-ssl evaluate-points --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--tasks classification,segmentation]
+       lightning-ssl evaluate-eeg --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--features encoder,band_power] [--tasks eegmmidb]
 
 Methods: SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, CCASSG, DGI, GraphMAE, PointMAE,
-MaskedFeatureModeling (--model NAME).
-Datamodules: ImageDataModule, GraphDataModule, PointCloudDataModule (--data NAME). `lightning-ssl fit --help` lists every option;
+MaskedFeatureModeling, EEGFormer (--model NAME).
+Datamodules: ImageDataModule, GraphDataModule, PointCloudDataModule, EEGDataModule (--data NAME). `lightning-ssl fit --help` lists every option;
 `--print_config` prints the resolved config."""
 
 
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_ssl.evaluation.points import main as evaluate_points_main
 
         return evaluate_points_main(argv[1:])
+    if argv and argv[0] == "evaluate-eeg":
+        from lightning_ssl.evaluation.eeg import main as evaluate_eeg_main
+
+        return evaluate_eeg_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         if not argv:

@@ -7,6 +7,7 @@
 """
 
 from lightning_ssl.callbacks._common import MissingLabelsError, NonFiniteEmbeddingError
+from lightning_ssl.callbacks.codebook import LogCodebookPatterns
 from lightning_ssl.callbacks.probes import OnlineKNN, OnlineLinearProbe
 from lightning_ssl.callbacks.rankme import RankMe, rankme, rankme_from_singular_values, spectrum_image
 from lightning_ssl.callbacks.stopping import LabelFreeEarlyStopping, RepresentationCollapseError
@@ -15,6 +16,7 @@ from lightning_ssl.callbacks.view_grid import LogAugmentedViews, view_grid
 __all__ = [
     "LabelFreeEarlyStopping",
     "LogAugmentedViews",
+    "LogCodebookPatterns",
     "MissingLabelsError",
     "NonFiniteEmbeddingError",
     "OnlineKNN",

@@ -23,10 +23,15 @@ through ``label_map`` (e.g. ``{"T0": 0, "T1": 1, "T2": 1}``: rest vs movement on
 covers no event is unlabelled (-1); **straddle rule**: a window that covers two different labels (or
 an event and unlabelled signal) is dropped (``straddle="drop"``, default) or takes the label of most of
 its samples (``"majority"``, unlabelled time counting as the label -1). Without ``label_map`` every
-window is unlabelled. A window longer than a recording, an annotation missing from ``label_map`` and
+window is unlabelled. When annotation codes mean different things in different recordings (EEGMMIDB: T1/T2
+are left/right fist in runs 3/4 and fists/feet in runs 5/6), give ``label_maps`` instead: a glob pattern on
+the recording name -> label map, or a preset name (``"eegmmidb"``: :data:`~lightning_ssl.data.eeg_labels.
+EEGMMIDB_LABEL_MAPS`, classes :data:`~lightning_ssl.data.eeg_labels.EEGMMIDB_CLASSES`); every recording must
+match exactly one pattern. ``straddle="unlabel"`` keeps straddling windows as unlabelled (-1): pretraining
+sees every window, probes only the clean ones. A window longer than a recording, an annotation missing from ``label_map`` and
 NaN/Inf samples raise ValueErrors from :mod:`~lightning_ssl.data.eeg_io` that name the file.
-Note that on EEGMMIDB T1/T2 mean different tasks in runs 3/4 and 5/6 (see ``shared/data/README.md``);
-a single ``label_map`` is only meaningful when it maps them the same way (rest vs movement).
+A single ``label_map`` on EEGMMIDB is only meaningful when it maps T1/T2 the same way in every run (rest vs
+movement); use ``label_maps: eegmmidb`` otherwise.
 
 **Split rule**: whole recordings (``split_by="recording"``: the group is the file stem, or, where stems
 repeat across folders, the path relative to the files' common folder without suffix, e.g.
@@ -71,6 +76,7 @@ from lightning_ssl.data.eeg_io import (
     preprocess,
     read_eeg,
 )
+from lightning_ssl.data.eeg_labels import label_map_for, resolve_label_maps
 from lightning_ssl.data.eeg_views import DEFAULT_EEG_VIEWS, EEGView, apply_eeg_view
 from lightning_ssl.data.image import collate_views
 
@@ -114,7 +120,9 @@ class EEGDataModule(L.LightningDataModule):
         clip: clip normalised values to ``[-clip, clip]``.
         window_s, stride_s: window length and hop in seconds (hop default: ``window_s``).
         label_map: annotation description -> class id (``-1``: unlabelled); ``None``: no labels.
-        straddle: ``"drop"`` or ``"majority"`` for windows covering several labels.
+        label_maps: per-recording label maps (``{glob on the recording name: label map}``) or a preset name
+            (``"eegmmidb"``); exclusive with ``label_map``.
+        straddle: ``"drop"``, ``"majority"`` or ``"unlabel"`` for windows covering several labels.
         split_by: ``"recording"`` (file stem) or ``"subject"`` (parent folder name).
         val_recordings, test_recordings: the stems / subjects of those splits.
         val_fraction, test_fraction: fractions of the groups for splits without an explicit list.
@@ -141,6 +149,7 @@ class EEGDataModule(L.LightningDataModule):
         window_s: float = 4.0,
         stride_s: float | None = None,
         label_map: dict[str, int] | None = None,
+        label_maps: dict[str, dict[str, int]] | str | None = None,
         straddle: str = "drop",
         split_by: str = "recording",
         val_recordings: list[str] | None = None,
@@ -184,6 +193,9 @@ class EEGDataModule(L.LightningDataModule):
             if bad or not label_map:
                 raise ValueError(f"label_map maps annotation descriptions to class ids >= 0 (or -1: unlabelled); "
                                  f"got {label_map!r}. E.g. label_map: {{T0: 0, T1: 1, T2: 1}}.")
+        if label_map is not None and label_maps is not None:
+            raise ValueError("Give label_map (one map for every recording) or label_maps (per recording), not both.")
+        self.label_maps = None if label_maps is None else resolve_label_maps(label_maps)
         for name, names in (("val_recordings", val_recordings), ("test_recordings", test_recordings)):
             if names is not None and (isinstance(names, str) or len(set(names)) != len(names)):
                 raise ValueError(f"{name} must be a list of distinct recording stems / subject names, got {names!r}.")
@@ -245,10 +257,10 @@ class EEGDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int | None:
-        """``max(label_map values) + 1``, or ``None`` without a label map."""
-        if self.label_map is None:
-            return None
-        return max(self.label_map.values()) + 1
+        """``max(class id) + 1`` over ``label_map`` / ``label_maps``, or ``None`` without labels."""
+        maps = [self.label_map] if self.label_map is not None else list((self.label_maps or {}).values())
+        ids = [v for m in maps for v in m.values()]
+        return max(ids) + 1 if ids and max(ids) >= 0 else None
 
     # ------------------------------------------------------------------ preparation
     def _find_files(self) -> list[Path]:
@@ -320,17 +332,19 @@ class EEGDataModule(L.LightningDataModule):
         if self.windows is not None:
             return
         paths = self._find_files()
+        names = _recording_names(paths)
+        label_maps = [self.label_map if self.label_maps is None else label_map_for(n, self.label_maps) for n in names]
         recs = self._read(paths)
         self._sfreq = self._sfreq if self._sfreq is not None else recs[0].sfreq
         self.paths = paths
-        self.recordings = _recording_names(paths)
+        self.recordings = names
         self.groups = list(self.recordings) if self.split_by == "recording" else [p.parent.name for p in paths]
         self.ch_names = list(recs[0].ch_names)
         windows, labels, rec_ids, starts = [], [], [], []
         for i, rec in enumerate(recs):
             rec = preprocess(rec, l_freq=self.l_freq, h_freq=self.h_freq, resample=self._sfreq, normalize=self.normalize,
                              clip=self.clip)
-            w, lab, st = make_windows(rec, self.window_s, self.stride_s, self.label_map, self.straddle)
+            w, lab, st = make_windows(rec, self.window_s, self.stride_s, label_maps[i], self.straddle)
             windows.append(w)
             labels.append(lab)
             starts.append(st)
@@ -357,7 +371,7 @@ class EEGDataModule(L.LightningDataModule):
                 seen[r] = s
         if self.splits["train"].numel() == 0:
             raise ValueError(f"The training recordings {self.split_groups['train']} yield no windows (window_s="
-                             f"{self.window_s}, straddle={self.straddle!r}); use shorter windows or straddle='majority'.")
+                             f"{self.window_s}, straddle={self.straddle!r}); use shorter windows or straddle='majority' / 'unlabel'.")
 
     # ------------------------------------------------------------------ checks
     def check_encoder(self, encoder: Any, extra_hops: int = 0) -> None:

@@ -10,8 +10,9 @@ leakage-free windowing with labels from annotations.
 - :func:`make_windows` cuts windows of ``window_s`` seconds every ``stride_s`` seconds and labels them
   from the annotations through ``label_map``. A window inside one event takes its label; a window that
   covers no event is unlabelled (-1, still usable for pretraining); a window that straddles two
-  different labels (or an event and unlabelled signal) is dropped (``straddle="drop"``) or takes the
-  label covering most of its samples (``"majority"``; unlabelled time counts as a label, -1).
+  different labels (or an event and unlabelled signal) is dropped (``straddle="drop"``), takes the
+  label covering most of its samples (``"majority"``; unlabelled time counts as a label, -1), or is kept
+  unlabelled (``"unlabel"``: -1, so pretraining sees every window and probes only the clean ones).
   :func:`make_event_windows` cuts one window per annotated event instead (MNE-style epochs).
 
 Splits are made by recording (:func:`assert_disjoint_recordings`), never by window, so no window of a
@@ -32,7 +33,7 @@ from torch import Tensor
 MNE_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".vhdr")
 ARRAY_SUFFIXES = (".npy", ".npz")
 NORMALIZATIONS = ("zscore", "robust", "none")
-STRADDLE_RULES = ("drop", "majority")
+STRADDLE_RULES = ("drop", "majority", "unlabel")
 
 
 @dataclass
@@ -262,6 +263,9 @@ def make_windows(
     if straddle == "drop":
         keep = pure
         labels = first
+    elif straddle == "unlabel":
+        keep = torch.ones_like(pure)
+        labels = torch.where(pure, first, torch.full_like(first, -1))
     else:
         keep = torch.ones_like(pure)
         values = lab + 1  # shift -1 -> 0 for bincount

@@ -267,8 +267,10 @@ class EEGPatchTransformer(nn.Module):
     ``patch_size`` samples; every patch is embedded by one linear layer shared across channels (raw samples,
     not BIOT's STFT), and a learned channel embedding (per channel index) and a learned temporal position
     embedding (per patch index) are added. The ``C * P`` tokens (channel-major: token ``c * P + p`` is
-    channel ``c``, patch ``p``) go through timm ViT ``Block``s and a final LayerNorm; ``forward`` returns the
-    mean over tokens, ``out_dim = embed_dim``.
+    channel ``c``, patch ``p``) go through timm ViT ``Block``s and a final LayerNorm. ``pooling="mean"``: ``forward``
+    returns the mean over all tokens, ``out_dim = embed_dim``; ``pooling="channel"``: the mean over each channel's
+    patches, concatenated in channel order, ``out_dim = in_channels * embed_dim`` (keeps where on the scalp a
+    pattern is, as band power per channel does).
 
     ``max_channels`` sizes the channel-embedding table (default ``in_channels``); channel ``c`` of the input
     uses row ``c``. A larger table lets checkpoints move between montages with different ``in_channels`` but
@@ -289,8 +291,12 @@ class EEGPatchTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         max_channels: int | None = None,
+        pooling: str = "mean",
     ) -> None:
         super().__init__()
+        if pooling not in TOKEN_POOLINGS:
+            raise ValueError(f"pooling must be one of {TOKEN_POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.in_channels, self.num_samples, self.patch_size = int(in_channels), int(num_samples), int(patch_size)
         self.embed_dim, self.depth, self.num_heads = int(embed_dim), int(depth), int(num_heads)
         self.mlp_ratio, self.drop_path_rate = float(mlp_ratio), float(drop_path_rate)
@@ -315,7 +321,7 @@ class EEGPatchTransformer(nn.Module):
             )
         self.num_patches = self.num_samples // self.patch_size
         self.min_samples = self.num_samples
-        self.out_dim = self.embed_dim
+        self.out_dim = self.embed_dim if pooling == "mean" else self.in_channels * self.embed_dim
         self.patch_embed = nn.Linear(self.patch_size, self.embed_dim)
         self.channel_embed = nn.Parameter(torch.zeros(self.max_channels, self.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(self.num_patches, self.embed_dim))
@@ -333,10 +339,13 @@ class EEGPatchTransformer(nn.Module):
         check_eeg_window(x, self.in_channels, self.num_samples)
         return x.reshape(x.shape[0], self.in_channels, self.num_patches, self.patch_size)
 
-    def embed_patches(self, patches: Tensor) -> Tensor:
+    def embed_patches(self, patches: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None) -> Tensor:
         """``patches [B, C, P, patch_size]`` -> ``tokens [B, C * P, D]`` (channel-major).
 
-        Linear patch embedding plus the channel embedding (row ``c``) and the position embedding (row ``p``)."""
+        Linear patch embedding plus the channel embedding (row ``c``) and the position embedding (row ``p``).
+        With ``mask [B, C * P]`` (True: masked) and ``mask_token [D]``, the patch embedding of masked tokens is
+        replaced by ``mask_token`` before the channel and position embeddings are added, so a masked token
+        still says where it is (BERT/EEGFormer-style masking)."""
         want = (self.in_channels, self.num_patches, self.patch_size)
         if patches.dim() != 4 or tuple(patches.shape[1:]) != want:
             raise ValueError(
@@ -344,7 +353,14 @@ class EEGPatchTransformer(nn.Module):
                 f"{tuple(patches.shape)}; make them with encoder.patchify(x)"
             )
         C, P = self.in_channels, self.num_patches
-        tokens = self.patch_embed(patches) + self.channel_embed[:C, None, :] + self.pos_embed[None, :P, :]
+        content = self.patch_embed(patches)
+        if mask is not None:
+            if mask_token is None or tuple(mask.shape) != (patches.shape[0], C * P):
+                raise ValueError(f"embed_patches: mask must be [B, C * P] = [{patches.shape[0]}, {C * P}] and come with a "
+                                 f"mask_token [D]; got mask {tuple(mask.shape)}, mask_token {mask_token is not None}")
+            m = mask.reshape(patches.shape[0], C, P, 1)
+            content = torch.where(m, mask_token.reshape(-1).to(content.dtype), content)
+        tokens = content + self.channel_embed[:C, None, :] + self.pos_embed[None, :P, :]
         return tokens.reshape(patches.shape[0], C * P, self.embed_dim)
 
     def encode_tokens(self, tokens: Tensor, return_layers: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
@@ -368,10 +384,22 @@ class EEGPatchTransformer(nn.Module):
                 collected.append(self.norm(h))
         return self.norm(h), collected
 
+    def pool(self, tokens: Tensor, keep: Tensor | None = None) -> Tensor:
+        """All ``C * P`` tokens ``[B, C * P, D]`` -> ``[B, out_dim]`` (see ``pooling``); with ``keep [B, C * P]``
+        only those tokens count (the visible ones of a mask; a channel with none pools to zeros)."""
+        B, C = tokens.shape[0], self.in_channels
+        w = torch.ones(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype) if keep is None else keep.to(tokens.dtype)
+        if self.pooling == "mean":
+            return (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)
+        t, w = tokens.reshape(B, C, -1, self.embed_dim), w.reshape(B, C, -1, 1)
+        return ((t * w).sum(2) / w.sum(2).clamp_min(1)).flatten(1)
+
     def forward(self, x: Tensor) -> Tensor:
         h, _ = self.encode_tokens(self.embed_patches(self.patchify(x)))
-        return h.mean(dim=1)
+        return self.pool(h)
 
+
+TOKEN_POOLINGS: tuple[str, ...] = ("mean", "channel")
 
 EEG_ENCODERS: dict[str, type[nn.Module]] = {
     "eegnet": EEGNetEncoder,

@@ -21,15 +21,17 @@ def check_patch_encoder(encoder: nn.Module, method: str) -> None:
         )
 
 
-def num_masked(num_patches: int, mask_ratio: float, method: str) -> int:
-    """``int(mask_ratio * num_patches)`` masked patches, checked to leave at least one of each kind."""
+def num_masked(num_patches: int, mask_ratio: float, method: str, more_patches: str = "encoder num_groups",
+               typical: str = "Point-MAE uses 0.6") -> int:
+    """``int(mask_ratio * num_patches)`` masked patches, checked to leave at least one of each kind;
+    ``more_patches`` / ``typical`` complete the error message for the modality."""
     if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"{method}: mask_ratio must be in (0, 1), got {mask_ratio} (Point-MAE uses 0.6).")
+        raise ValueError(f"{method}: mask_ratio must be in (0, 1), got {mask_ratio} ({typical}).")
     n = int(mask_ratio * num_patches)
     if not 1 <= n <= num_patches - 1:
         raise ValueError(
             f"{method}: mask_ratio {mask_ratio} of {num_patches} patches masks {n}; at least one patch must be masked "
-            "and one visible. Use more patches (encoder num_groups) or another mask_ratio."
+            f"and one visible. Use more patches ({more_patches}) or another mask_ratio."
         )
     return n
 

@@ -65,7 +65,8 @@ class LogCodebookPatterns(L.Callback):
         self._acc, self._collecting = None, False
 
     def _due(self, trainer: L.Trainer) -> bool:
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        """Every ``every_n_epochs``-th epoch while fitting; always in ``trainer.validate``."""
+        return trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._collecting = not trainer.sanity_checking and self._due(trainer)

@@ -3,7 +3,9 @@ split by recording or subject, with augmented views made on the device.
 
 Files: ``files`` (a list of paths) or ``root`` + ``pattern`` (a glob, default ``"**/*.edf"``, sorted).
 Each file is read by :func:`lightning_ssl.data.eeg_io.read_eeg` (EEG channels only, in **microvolts**;
-``.npy``/``.npz`` arrays ``[C, T]`` are taken to be microvolts already, at ``array_sfreq`` Hz unless a
+``.npy``/``.npz`` arrays, continuous ``[C, T]`` or windowed ``[N, C, W]`` (used as stored: ``window_s`` must be
+``W / sfreq`` and ``stride_s`` unset; a ``.npz`` may carry ``labels [N]``, class ids or strings mapped through
+``label_map``), are taken to be microvolts already, at ``array_sfreq`` Hz unless a
 ``.npz`` stores its own ``sfreq``). ``channels`` selects and orders channels by name (``"Fc5."`` matches
 ``"FC5"``); a missing channel is an error (``missing_channels="error"``) or zero-filled (``"zero"``).
 Without ``channels`` every recording must have the same channel names in the same order.

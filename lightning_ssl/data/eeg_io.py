@@ -41,7 +41,11 @@ class EEGRecording:
     """One continuous recording: ``data`` ``[C, T]`` float32 in microvolts at ``sfreq`` Hz.
 
     ``annotations`` are ``(onset_s, duration_s, description)``; ``channel_mask`` ``[C]`` is False for
-    channels that were missing and zero-filled (``missing_channels="zero"``)."""
+    channels that were missing and zero-filled (``missing_channels="zero"``). A recording read from a windowed
+    array ``[N, C, W]`` keeps its windows side by side (``data[:, i * W:(i + 1) * W]`` is window ``i``,
+    ``window_samples = W``) with one label per window in ``window_labels`` (class ids, -1: unlabelled, or
+    descriptions mapped through ``label_map``); :func:`preprocess` filters and resamples every window on its
+    own and :func:`make_windows` returns the stored windows."""
 
     data: Tensor
     sfreq: float
@@ -49,6 +53,8 @@ class EEGRecording:
     annotations: list[tuple[float, float, str]] = field(default_factory=list)
     source: str = ""
     channel_mask: Tensor | None = None
+    window_samples: int | None = None
+    window_labels: list | None = None
 
     @property
     def duration_s(self) -> float:
@@ -88,25 +94,40 @@ def _read_mne(path: Path, encoding: str) -> tuple[np.ndarray, float, list[str], 
     return raw.get_data(units="uV"), float(raw.info["sfreq"]), list(raw.ch_names), ann
 
 
-def _read_array(path: Path, sfreq: float | None, ch_names: Sequence[str] | None) -> tuple[np.ndarray, float, list[str], list]:
+def _read_array(path: Path, sfreq: float | None, ch_names: Sequence[str] | None) -> tuple[np.ndarray, float, list[str], list, dict]:
+    labels = None
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as z:
             if "data" not in z:
-                raise ValueError(f"{path}: an EEG .npz needs a 'data' array [C, T] (and optionally 'sfreq', 'ch_names'); "
-                                 f"found keys {sorted(z.files)}.")
+                raise ValueError(f"{path}: an EEG .npz needs a 'data' array [C, T] or [N, C, W] (and optionally 'sfreq', "
+                                 f"'ch_names', 'labels' for windows); found keys {sorted(z.files)}.")
             data = z["data"]
             sfreq = float(z["sfreq"]) if "sfreq" in z else sfreq
             ch_names = [str(c) for c in z["ch_names"]] if "ch_names" in z else ch_names
+            labels = z["labels"] if "labels" in z else None
     else:
         data = np.load(path, allow_pickle=False)
-    if data.ndim != 2:
-        raise ValueError(f"{path}: a continuous EEG array must be [C, T] (channels x samples), got shape {data.shape}.")
+    windowed: dict = {}
+    if data.ndim == 3:  # [N, C, W] windows, kept side by side: [C, N * W]
+        n, _, width = data.shape
+        if labels is not None and (labels.ndim != 1 or len(labels) != n):
+            raise ValueError(f"{path}: 'labels' must hold one label per window, shape [{n}], got {labels.shape}.")
+        kinds = "iu" if labels is None or labels.dtype.kind in "iu" else labels.dtype.kind
+        if kinds not in ("iu", "U", "S"):
+            raise ValueError(f"{path}: window 'labels' must be integers (class ids, -1: unlabelled) or strings "
+                             f"(mapped through label_map), got dtype {labels.dtype}.")
+        windowed = {"window_samples": int(width),
+                    "window_labels": None if labels is None else [v if isinstance(v, str) else int(v) for v in labels.tolist()]}
+        data = np.ascontiguousarray(data.transpose(1, 0, 2).reshape(data.shape[1], n * width))
+    elif data.ndim != 2:
+        raise ValueError(f"{path}: an EEG array must be continuous [C, T] (channels x samples) or windowed [N, C, W], "
+                         f"got shape {data.shape}.")
     if sfreq is None:
         raise ValueError(f"{path}: a NumPy recording has no sampling rate; pass sfreq= (or store 'sfreq' in the .npz).")
     names = list(ch_names) if ch_names is not None else [f"CH{i}" for i in range(data.shape[0])]
     if len(names) != data.shape[0]:
         raise ValueError(f"{path}: {len(names)} channel names for {data.shape[0]} channels.")
-    return data, float(sfreq), names, []
+    return data, float(sfreq), names, [], windowed
 
 
 def read_eeg(
@@ -121,7 +142,8 @@ def read_eeg(
 
     Args:
         path: ``.edf``/``.bdf``/``.gdf``/``.fif``/``.vhdr`` (MNE, EEG channels only) or ``.npy``/``.npz``
-            (``[C, T]``, already in microvolts).
+            (continuous ``[C, T]`` or windowed ``[N, C, W]`` with optional ``labels [N]`` in a ``.npz``; already in
+            microvolts).
         channels: names to keep, in this order (matched after :func:`normalize_channel_name`); default all.
         missing_channels: ``"error"`` (default) or ``"zero"`` (zero-filled rows, ``channel_mask`` False).
         sfreq, ch_names: sampling rate and names for NumPy arrays (a ``.npz`` may carry its own).
@@ -135,8 +157,9 @@ def read_eeg(
     suffix = path.suffix.lower()
     if suffix in MNE_SUFFIXES:
         data, rate, names, ann = _read_mne(path, encoding)
+        windowed = {}
     elif suffix in ARRAY_SUFFIXES:
-        data, rate, names, ann = _read_array(path, sfreq, ch_names)
+        data, rate, names, ann, windowed = _read_array(path, sfreq, ch_names)
     else:
         raise ValueError(f"{path}: unknown EEG file type {suffix!r}; supported: {', '.join(MNE_SUFFIXES + ARRAY_SUFFIXES)}.")
     if missing_channels not in ("error", "zero"):
@@ -164,7 +187,7 @@ def read_eeg(
         mask = torch.tensor(keep)
     else:
         names = [normalize_channel_name(n) for n in names]
-    return EEGRecording(data, rate, names, ann, str(path), mask)
+    return EEGRecording(data, rate, names, ann, str(path), mask, **windowed)
 
 
 def preprocess(
@@ -184,6 +207,9 @@ def preprocess(
         raise ValueError(f"Unknown normalize {normalize!r}; valid: {', '.join(NORMALIZATIONS)}.")
     x = rec.data.double().numpy()
     rate = rec.sfreq
+    width = rec.window_samples
+    if width is not None:  # windowed arrays: filter and resample every window on its own (no leakage across windows)
+        x = x.reshape(x.shape[0], -1, width)
     if l_freq is not None or h_freq is not None:
         nyq = rate / 2
         if (l_freq is not None and l_freq <= 0) or (h_freq is not None and not h_freq < nyq) or (
@@ -195,13 +221,16 @@ def preprocess(
             sos = signal.butter(4, l_freq, btype="highpass", fs=rate, output="sos")
         else:
             sos = signal.butter(4, h_freq, btype="lowpass", fs=rate, output="sos")
-        x = signal.sosfiltfilt(sos, x, axis=1)
+        x = signal.sosfiltfilt(sos, x, axis=-1)
     if resample is not None and resample != rate:
         if resample <= 0:
             raise ValueError(f"resample must be > 0 Hz, got {resample}.")
         up, down = _ratio(resample / rate)
-        x = signal.resample_poly(x, up, down, axis=1)
+        x = signal.resample_poly(x, up, down, axis=-1)
         rate = float(resample)
+    if width is not None:
+        width = x.shape[-1]
+        x = x.reshape(x.shape[0], -1)
     if normalize == "zscore":
         x = (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, keepdims=True), 1e-8)
     elif normalize == "robust":
@@ -212,7 +241,7 @@ def preprocess(
             raise ValueError(f"clip must be > 0, got {clip}.")
         x = np.clip(x, -clip, clip)
     return EEGRecording(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32), rate, list(rec.ch_names), list(rec.annotations),
-                        rec.source, rec.channel_mask)
+                        rec.source, rec.channel_mask, width, rec.window_labels)
 
 
 def _ratio(frac: float) -> tuple[int, int]:
@@ -240,6 +269,8 @@ def make_windows(
     if window_s <= 0 or stride_s <= 0:
         raise ValueError(f"window_s and stride_s must be > 0, got {window_s} and {stride_s}.")
     width, step = int(round(window_s * rec.sfreq)), int(round(stride_s * rec.sfreq))
+    if rec.window_samples is not None:
+        return _stored_windows(rec, width, step, label_map)
     total = rec.data.shape[1]
     if width > total:
         raise ValueError(f"{rec.source}: window of {window_s} s ({width} samples) is longer than the recording "
@@ -272,6 +303,30 @@ def make_windows(
         counts = torch.stack([torch.bincount(v, minlength=int(values.max()) + 1) for v in values])
         labels = counts.argmax(1) - 1
     return windows[keep], labels[keep], starts[keep]
+
+
+def _stored_windows(rec: EEGRecording, width: int, step: int, label_map: Mapping[str, int] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The windows of a windowed array, as stored (labels: class ids, or strings through ``label_map``)."""
+    stored = int(rec.window_samples)  # type: ignore[arg-type]
+    if width != stored or step != stored:
+        raise ValueError(f"{rec.source} holds windows of {stored} samples ({stored / rec.sfreq:g} s at {rec.sfreq:g} Hz), "
+                         f"used as stored: set window_s: {stored / rec.sfreq:g} and stride_s: null (got {width} and {step} samples).")
+    n = rec.data.shape[1] // stored
+    windows = rec.data.reshape(rec.data.shape[0], n, stored).permute(1, 0, 2).contiguous()
+    raw = rec.window_labels if rec.window_labels is not None else [-1] * n
+    if any(isinstance(v, str) for v in raw):
+        if label_map is None:
+            raise ValueError(f"{rec.source}: window labels are strings {sorted(set(map(str, raw)))[:5]}; give a label_map "
+                             "from them to class ids.")
+        unknown = sorted({str(v) for v in raw} - set(label_map))
+        if unknown:
+            raise ValueError(f"{rec.source}: window label(s) {unknown} are not in label_map {dict(label_map)}. Add them to "
+                             "the mapping.")
+        raw = [label_map[str(v)] for v in raw]
+    labels = torch.tensor(raw, dtype=torch.long)
+    if bool((labels < -1).any()):
+        raise ValueError(f"{rec.source}: window labels must be class ids >= 0 or -1 (unlabelled), got {sorted(set(raw))[:5]}.")
+    return windows, labels, torch.arange(n) * stored
 
 
 def make_event_windows(

@@ -355,9 +355,10 @@ class EEGPatchTransformer(nn.Module):
         C, P = self.in_channels, self.num_patches
         content = self.patch_embed(patches)
         if mask is not None:
-            if mask_token is None or tuple(mask.shape) != (patches.shape[0], C * P):
-                raise ValueError(f"embed_patches: mask must be [B, C * P] = [{patches.shape[0]}, {C * P}] and come with a "
-                                 f"mask_token [D]; got mask {tuple(mask.shape)}, mask_token {mask_token is not None}")
+            if mask_token is None or tuple(mask.shape) != (patches.shape[0], C * P) or mask.dtype != torch.bool:
+                raise ValueError(f"embed_patches: mask must be a bool tensor [B, C * P] = [{patches.shape[0]}, {C * P}] and "
+                                 f"come with a mask_token [D]; got mask {tuple(mask.shape)} {mask.dtype}, mask_token "
+                                 f"{mask_token is not None}")
             m = mask.reshape(patches.shape[0], C, P, 1)
             content = torch.where(m, mask_token.reshape(-1).to(content.dtype), content)
         tokens = content + self.channel_embed[:C, None, :] + self.pos_embed[None, :P, :]
@@ -388,6 +389,10 @@ class EEGPatchTransformer(nn.Module):
         """All ``C * P`` tokens ``[B, C * P, D]`` -> ``[B, out_dim]`` (see ``pooling``); with ``keep [B, C * P]``
         only those tokens count (the visible ones of a mask; a channel with none pools to zeros)."""
         B, C = tokens.shape[0], self.in_channels
+        if tokens.dim() != 3 or tokens.shape[1] != C * self.num_patches or (keep is not None and keep.shape != tokens.shape[:2]):
+            raise ValueError(f"pool needs all C * P = {C * self.num_patches} tokens [B, C * P, D] (mark the ones to use with "
+                             f"keep [B, C * P]); got tokens {tuple(tokens.shape)}, keep "
+                             f"{None if keep is None else tuple(keep.shape)}")
         w = torch.ones(tokens.shape[:2], device=tokens.device, dtype=tokens.dtype) if keep is None else keep.to(tokens.dtype)
         if self.pooling == "mean":
             return (tokens * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)

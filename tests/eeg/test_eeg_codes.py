@@ -195,6 +195,15 @@ def test_callback_logs_patterns_to_tensorboard(tmp_path: Path) -> None:
     assert "codebook/patterns" in events.Tags()["images"]
     image = events.Images("codebook/patterns")[-1]
     assert image.step == trainer.global_step and image.height > 32 and image.width > 32
+    # while fitting, every_n_epochs=5 skips epoch 0; a plain trainer.validate always reports
+    rare = LogCodebookPatterns(every_n_epochs=5, class_names=["rest", "fist"])
+    again = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[rare])
+    model = tiny_eegformer()
+    again.fit(model, datamodule=dm)
+    assert "codebook/val_perplexity" not in again.callback_metrics
+    again.validate(model, datamodule=dm, verbose=False)
+    assert "codebook/val_perplexity" in again.callback_metrics
 
 
 def test_callback_refuses_methods_without_codebook_and_unlabelled_data(tmp_path: Path) -> None:

@@ -122,3 +122,47 @@ def test_recording_level_splits():
     with pytest.raises(ValueError, match="'R04' is in both"):
         assert_disjoint_recordings({"train": ["R03", "R04"], "test": ["R04"]})
     assert normalize_channel_name(" Fc5. ") == "FC5"
+
+
+def test_windowed_arrays_are_used_as_stored(tmp_path):
+    """``[N, C, W]`` arrays: windows kept as stored, filtered/resampled one by one, labels as ids or strings."""
+    from lightning_ssl.data import EEGDataModule
+    from lightning_ssl.data.eeg_io import make_windows, preprocess
+
+    g = np.random.default_rng(0)
+    x = g.standard_normal((5, 3, 200)).astype(np.float32)
+    names = np.array(["C3", "C4", "CZ"])
+    np.savez(tmp_path / "ids.npz", data=x, sfreq=100.0, ch_names=names, labels=np.array([0, 1, -1, 1, 0]))
+    rec = read_eeg(tmp_path / "ids.npz", channels=["CZ", "C3"])
+    windows, labels, starts = make_windows(rec, 2.0)
+    assert torch.equal(windows, torch.as_tensor(x[:, [2, 0]])) and labels.tolist() == [0, 1, -1, 1, 0]
+    assert starts.tolist() == [0, 200, 400, 600, 800]
+    half = make_windows(preprocess(rec, resample=50.0), 2.0)[0]
+    assert half.shape == (5, 2, 100)
+    # each window is resampled on its own: window 1 does not change when window 0 does
+    y = x.copy()
+    y[0] += 100.0
+    np.savez(tmp_path / "other.npz", data=y, sfreq=100.0, ch_names=names)
+    other = make_windows(preprocess(read_eeg(tmp_path / "other.npz", channels=["CZ", "C3"]), resample=50.0), 2.0)
+    assert torch.allclose(other[0][1], half[1], atol=1e-5) and (other[1] == -1).all()
+    with pytest.raises(ValueError, match=r"holds windows of 200 samples \(2 s at 100 Hz\), used as stored: set window_s: 2"):
+        make_windows(rec, 4.0)
+    with pytest.raises(ValueError, match="stride_s: null"):
+        make_windows(rec, 2.0, 1.0)
+    np.savez(tmp_path / "names.npz", data=x, sfreq=100.0, ch_names=names, labels=np.array(["rest", "move", "rest", "x", "move"]))
+    with pytest.raises(ValueError, match=r"window label\(s\) \['x'\] are not in label_map"):
+        make_windows(read_eeg(tmp_path / "names.npz"), 2.0, label_map={"rest": 0, "move": 1})
+    with pytest.raises(ValueError, match="give a label_map"):
+        make_windows(read_eeg(tmp_path / "names.npz"), 2.0)
+    np.savez(tmp_path / "bad.npz", data=x, sfreq=100.0, labels=np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"one label per window, shape \[5\]"):
+        read_eeg(tmp_path / "bad.npz")
+    np.save(tmp_path / "four.npy", x[None])
+    with pytest.raises(ValueError, match=r"continuous \[C, T\] \(channels x samples\) or windowed \[N, C, W\]"):
+        read_eeg(tmp_path / "four.npy", sfreq=100)
+    # through the datamodule: split by file, labels from the array
+    np.savez(tmp_path / "b.npz", data=x, sfreq=100.0, ch_names=names, labels=np.array([1, 1, 0, 0, -1]))
+    dm = EEGDataModule(files=[str(tmp_path / "ids.npz"), str(tmp_path / "b.npz")], window_s=2.0, test_recordings=["b"])
+    dm.setup()
+    assert dm.windows.shape == (10, 3, 200) and dm.labels.tolist() == [0, 1, -1, 1, 0, 1, 1, 0, 0, -1]
+    assert dm.splits["test"].tolist() == list(range(5, 10))

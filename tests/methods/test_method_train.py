@@ -26,7 +26,8 @@ class CaptureOutputs(Callback):
 
 def test_methods_registry_is_complete():
     assert set(METHODS) == {"SimCLR", "MoCoV3", "BYOL", "SimSiam", "BarlowTwins", "VICReg", "DINO",
-                            "CCASSG", "DGI", "GraphMAE", "PointMAE", "MaskedFeatureModeling"}
+                            "CCASSG", "DGI", "GraphMAE", "PointMAE", "MaskedFeatureModeling",
+                            "EEGFormer"}
     for name, cls in METHODS.items():
         assert cls.__name__ == name
 

@@ -5,7 +5,9 @@
 ``lightning-ssl export --ckpt ... --out encoder.pt`` to write the trained encoder, and
 ``lightning-ssl evaluate-graph --config ... --ckpt ...`` for the graph evaluation protocols, and
 ``lightning-ssl evaluate-points --config ... --ckpt ...`` for the point-cloud ones, and
-``lightning-ssl evaluate-eeg --config ... --ckpt ...`` for the EEG probes.
+``lightning-ssl evaluate-eeg --config ... --ckpt ...`` for the EEG probes, and
+``lightning-ssl evaluate-images --config ... --ckpt ...`` for the image protocols (label fractions,
+transfer, OOD).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ USAGE = """usage: lightning-ssl {fit,validate,test,predict} --config CONFIG.yaml
        lightning-ssl evaluate-graph --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--tasks node,cluster,link]
        lightning-ssl evaluate-points --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--tasks classification,segmentation]
        lightning-ssl evaluate-eeg --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--features encoder,band_power] [--tasks eegmmidb]
+       lightning-ssl evaluate-images --config CONFIG.yaml [--ckpt CHECKPOINT.ckpt] [--fractions 0.01,0.1,1] [--seeds 0,1,2]
+                     [--knn-k 20] [--transfer DATASET[:ROOT] ...] [--ood DATASET[:ROOT] ...] [--random-init] [--out results.md]
 
 Methods: SimCLR, MoCoV3, BYOL, SimSiam, BarlowTwins, VICReg, DINO, CCASSG, DGI, GraphMAE, PointMAE,
-MaskedFeatureModeling, EEGFormer (--model NAME).
+MaskedFeatureModeling, EEGFormer, MixedBarlowTwins, MYOW, GroCo, MAE, and SupCon (supervised: reads labels)
+(--model NAME).
 Datamodules: ImageDataModule, GraphDataModule, PointCloudDataModule, EEGDataModule (--data NAME). `lightning-ssl fit --help` lists every option;
 `--print_config` prints the resolved config."""
 
@@ -67,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_ssl.evaluation.eeg import main as evaluate_eeg_main
 
         return evaluate_eeg_main(argv[1:])
+    if argv and argv[0] == "evaluate-images":
+        from lightning_ssl.evaluation.protocol import main as evaluate_images_main
+
+        return evaluate_images_main(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         if not argv:

@@ -36,6 +36,18 @@ def test_subclassing_example_trains_and_logs_its_parts() -> None:
     assert "train/uniformity" in out and "train/nt_xent" in out, out
 
 
+def test_continual_pretraining_example_resumes_at_the_constant_level() -> None:
+    out = _run("examples/continual_pretraining.py", "--steps", "30", "12").stdout
+    constant = float(re.search(r"^constant level lr = ([0-9.e+-]+)$", out, re.M).group(1))
+    first = float(re.search(r"^run 2 first lr = ([0-9.e+-]+) ", out, re.M).group(1))
+    assert first == constant, out  # the second run does not re-warm: it starts at the constant level
+    peak = float(re.search(r"^\s+\d+ ([0-9.e+-]+)   end of warmup$", out, re.M).group(1))
+    assert constant == 0.5 * peak, out  # run 1 warmed up to the peak and cooled down to half of it
+    run2 = out[out.index("run 2: breastmnist"):]
+    last = float(re.search(r"^\s+11 ([0-9.e+-]+)   end of anneal$", run2, re.M).group(1))
+    assert abs(last - 0.05 * peak) < 1e-12, out  # and anneals to the minimum at its own end
+
+
 def test_readme_cli_command_with_class_names_runs(tmp_path, monkeypatch) -> None:
     text = (ROOT / "README.md").read_text()
     command = re.search(r"^lightning-ssl fit --model BYOL.*?(?<!\\)$", text, re.M | re.S).group(0)

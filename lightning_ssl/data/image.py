@@ -36,6 +36,7 @@ from lightning_ssl.data.image_transforms import (
     MNIST_MEAN,
     MNIST_STD,
     RECIPES,
+    BatchStylesStandardization,
     DeviceAugmentation,
     MultiViewTransform,
     ViewSpec,
@@ -44,6 +45,7 @@ from lightning_ssl.data.image_transforms import (
     eval_transform,
     make_recipe,
 )
+from lightning_ssl.data.image_transforms import _ratio_range  # the validation BatchStylesStandardization uses
 
 MEDMNIST_FLAGS = (
     "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
@@ -203,7 +205,7 @@ class ImageDataModule(L.LightningDataModule):
             (``root`` is the folder holding ``<flag>.npz``, or the file itself).
         root: where the data lives. Read-only roots work: nothing is written unless ``download``.
         download: let torchvision download the dataset into ``root``.
-        recipe: training views: ``simclr``, ``byol`` (asymmetric) or ``dino`` (multi-crop).
+        recipe: training views: ``simclr``, ``byol`` (asymmetric), ``dino`` (multi-crop) or ``mae`` (one view).
         image_size: side of the global views (default: the dataset's native size).
         view_overrides: fields of :class:`ViewSpec` set on every view, e.g. ``{"scale": [0.5, 1.0]}``.
         device_augmentation: make the views on the device, batched, with per-sample parameters. The
@@ -213,6 +215,12 @@ class ImageDataModule(L.LightningDataModule):
         mean, std: normalisation (default: the dataset's statistics, else 0.5).
         val_fraction, test_fraction: held-out fractions where the dataset has no official split.
         drop_last: drop the last incomplete training batch (needed for DDP losses on equal shards).
+        batch_styles: Batch Styles Standardization of every training view (Scalbert et al., ICLR 2024;
+            :class:`~lightning_ssl.data.image_transforms.BatchStylesStandardization`): per view, the
+            low-frequency Fourier amplitude of one randomly chosen image of the batch replaces every
+            image's, phases are kept. An area ratio in [0, 1], or a ``[min, max]`` range sampled per
+            view; ``None`` (default) turns it off. Applied in ``on_after_batch_transfer`` after the views
+            are made (CPU or device path), in pixel space; validation and test batches are untouched.
     """
 
     def __init__(
@@ -238,6 +246,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         drop_last: bool = True,
         pin_memory: bool = True,
+        batch_styles: float | list[float] | None = None,
     ) -> None:
         super().__init__()
         name = dataset.lower()
@@ -253,6 +262,8 @@ class ImageDataModule(L.LightningDataModule):
             )
         if channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or null, got {channels}.")
+        if batch_styles is not None:
+            _ratio_range(batch_styles, "batch_styles")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.save_hyperparameters()
@@ -264,6 +275,7 @@ class ImageDataModule(L.LightningDataModule):
         self._splits: dict[str, Dataset] = {}
         self._native: tuple[int, int] | None = None  # (size, channels)
         self.device_aug: DeviceAugmentation | None = None
+        self.style_standardization: BatchStylesStandardization | None = None
         # Known without reading data: fail before any data is read when the encoder disagrees.
         if name in _STATS:
             self._native = _STATS[name][:2]
@@ -419,6 +431,8 @@ class ImageDataModule(L.LightningDataModule):
             self.device_aug = DeviceAugmentation(specs, mean, std)
         else:
             train_tf = MultiViewTransform(specs, mean, std)
+        if self.hparams.get("batch_styles") is not None:
+            self.style_standardization = BatchStylesStandardization(self.hparams.batch_styles, mean, std)
         clean = eval_transform(self.image_size, mean, std)
         ch = self.num_channels
         self.train_set = _Transformed(raw["train"], train_tf, ch)
@@ -483,6 +497,11 @@ class ImageDataModule(L.LightningDataModule):
             if self.device_aug.mean.device != images.device:  # else mean/std are copied (with a sync) per view
                 self.device_aug.to(images.device)
             batch.views = self.device_aug(images)
+        bss = self.style_standardization
+        if bss is not None and trainer is not None and trainer.training and isinstance(batch, SSLBatch):
+            if bss.mean.device != batch.views[0].device:
+                bss.to(batch.views[0].device)
+            batch.views = [bss(view) for view in batch.views]  # one style image and ratio per view
         return batch
 
 

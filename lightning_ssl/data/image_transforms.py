@@ -16,6 +16,9 @@ the ColorJitter factor ranges and blend formulas, ITU-R 601 grayscale, the Gauss
 padding of ``GaussianBlur``, ``x >= threshold -> 1 - x`` solarization). Documented differences of the device
 path: crops are continuous (sub-pixel) boxes resampled bilinearly without antialiasing, and the order of
 the four colour-jitter operations is drawn once per view and batch rather than once per image.
+
+Batch-level view transforms run after either path on whole view-batches: :class:`BatchStylesStandardization`
+(Scalbert et al., ICLR 2024) gives every image of a view the low-frequency Fourier amplitude of one of them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from lightning_ssl import distributed as dist
+
 __all__ = [
     "ViewSpec",
     "RECIPES",
@@ -40,6 +45,8 @@ __all__ = [
     "eval_transform",
     "base_transform",
     "DeviceAugmentation",
+    "BatchStylesStandardization",
+    "low_frequency_mask",
     "sample_crop_boxes",
     "rgb_to_grayscale",
     "adjust_brightness",
@@ -178,7 +185,7 @@ class ViewSpec:
         )
 
 
-RECIPES: tuple[str, ...] = ("simclr", "byol", "dino")
+RECIPES: tuple[str, ...] = ("simclr", "byol", "dino", "mae")
 
 #: Images smaller than this get no Gaussian blur by default (the SimCLR CIFAR-10 recipe drops it:
 #: a 3x3 blur destroys most of a 32 px image).
@@ -211,6 +218,10 @@ def make_recipe(
     ``round(image_size * 96 / 224)``, at least 8) with scale (0.05, 0.4) and blur p 0.5; all with flip 0.5,
     jitter (0.4, 0.4, 0.2, 0.1) p 0.8 and grayscale 0.2.
 
+    ``mae`` -- He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners": one view,
+    RandomResizedCrop scale (0.2, 1) and flip 0.5, no colour operations (masking is the corruption;
+    MAE resizes bicubically, both paths here bilinearly).
+
     Blur: by default only images with ``image_size >= 64`` are blurred (the SimCLR CIFAR recipe drops
     blur for 32 px images); the rule applies to every recipe. ``blur=True`` keeps the published blur
     probabilities for any size, ``blur=False`` removes blur. BYOL and DINO stay asymmetric without blur
@@ -228,6 +239,9 @@ def make_recipe(
 
     def b(p: float) -> float:
         return p if use_blur else 0.0
+
+    if key == "mae":
+        return [ViewSpec(size=image_size, scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0)]
 
     if key == "simclr":
         view = ViewSpec(size=image_size, jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4,
@@ -643,3 +657,182 @@ class DeviceAugmentation(nn.Module):
             fn, factor = ops[i]
             out = fn(out, factor)
         return torch.where(apply, out, v)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch Styles Standardization (Fourier amplitude of one image of the batch for every image)
+# --------------------------------------------------------------------------------------------------
+
+
+def _ratio_range(ratio: Any, name: str = "ratio") -> tuple[float, float]:
+    """``(r_min, r_max)`` from an area ratio or a ``[min, max]`` pair, both in [0, 1]."""
+    if isinstance(ratio, bool):
+        pair = None
+    elif isinstance(ratio, (int, float)):
+        pair = (float(ratio), float(ratio))
+    elif isinstance(ratio, Sequence) and not isinstance(ratio, str) and len(ratio) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in ratio
+    ):
+        pair = (float(ratio[0]), float(ratio[1]))
+    else:
+        pair = None
+    if pair is None or not 0.0 <= pair[0] <= pair[1] <= 1.0:
+        raise ValueError(
+            f"{name} must be an area ratio in [0, 1] or a [min, max] pair with 0 <= min <= max <= 1 (the fraction "
+            f"of the Fourier amplitude, around the zero frequency, taken from the style image), got {ratio!r}."
+        )
+    return pair
+
+
+def low_frequency_mask(height: int, width: int, ratio: float, device: torch.device | str | None = None) -> Tensor:
+    """Boolean ``[height, width]`` mask of the low frequencies of an (unshifted) ``torch.fft.fft2`` spectrum.
+
+    The centred rectangle of the shifted spectrum whose area is a fraction ``ratio`` of the whole, as in
+    FACT (Xu et al. 2021, "A Fourier-based Framework for Domain Generalization": ``h_crop = int(h *
+    sqrt(ratio))``) and Batch Styles Standardization: ``n = floor(sqrt(ratio) * side)`` frequencies per
+    axis, lowered to an odd number so that the rectangle is symmetric about the zero frequency
+    (``|k| <= (n - 1) / 2``); then a real image's amplitude keeps its symmetry and the inverse transform
+    is real. ``ratio < 1 / side**2`` selects nothing (``0`` is the identity), up to ``9 / side**2`` the zero
+    frequency (the mean) alone.
+    FDA's (Yang & Soatto 2020) square of half-size ``beta * min(H, W)`` is ``ratio ~ (2 beta)^2`` on
+    square images.
+    """
+    def axis(n: int) -> Tensor:
+        count = _low_frequency_count(n, ratio)
+        freq = torch.fft.fftfreq(n, d=1.0 / n, device=device).abs()
+        if count < 1:
+            return torch.zeros(n, dtype=torch.bool, device=device)
+        return freq <= (count - 1) // 2
+
+    return axis(height)[:, None] & axis(width)[None, :]
+
+
+def _low_frequency_count(n: int, ratio: float) -> int:
+    """Frequencies kept along an axis of ``n`` samples (before lowering to an odd count): ``floor(sqrt(r) n)``."""
+    return int(math.floor(math.sqrt(ratio) * n + 1e-9))
+
+
+def total_before(rank: int, sizes: Sequence[int]) -> int:
+    """Rows held by ranks ``0 .. rank - 1`` (the offset of ``rank``'s rows in the gathered batch)."""
+    return int(sum(sizes[:rank]))
+
+
+class BatchStylesStandardization(nn.Module):
+    """Batch Styles Standardization (BSS): every image of a view-batch gets the style of one image of it.
+
+    Scalbert, Vakalopoulou, Couzinie-Devy, "Towards domain-invariant Self-Supervised Learning with Batch
+    Styles Standardization", ICLR 2024 (arXiv 2303.06088; earlier arXiv title "Improving Generalization
+    and Reducing Data Dependence in Self-Supervised Learning: Batch Styles Standardization"). For a batch
+    ``[B, C, H, W]``, per call:
+
+    1. draw an area ratio ``r`` uniformly in ``ratio = (r_min, r_max)`` (a float gives a fixed ``r``) and
+       one image index ``j`` uniformly in the batch;
+    2. ``F_i = fft2(x_i)`` per image and channel, amplitude ``|F_i|``, phase ``angle(F_i)``;
+    3. on the low frequencies ``M_r`` (:func:`low_frequency_mask`: the centred rectangle of area ratio
+       ``r``) replace every image's amplitude by image ``j``'s, keep each image's phase;
+    4. ``x_hat_i = real(ifft2(...))``.
+
+    Image ``j`` is returned unchanged (up to float error), and outside ``M_r`` every spectrum is untouched.
+    The paper standardises style per view: call the module once per view (the datamodule does), so each
+    view draws its own ``r`` and ``j``, positives differ in style and the negatives inside a view share
+    one. With ``mean`` / ``std`` the input is a normalised view: it is mapped back to pixel space first
+    and normalised again after (the zero frequency of a normalised image can be negative, and swapping
+    its amplitude but not its sign would invert the brightness). Outputs are not clamped to [0, 1].
+
+    Random draws use the default CPU generator (``torch.rand`` / ``torch.randint``; seeded by
+    ``seed_everything``), so a single process has no host-device synchronisation. Under DDP the style is
+    one of the **global** batch, as the gathered losses see it: rank 0's draw of ``r`` and of an index
+    into the global batch, and every rank's batch size, are summed over ranks in one small all-reduce (one
+    host sync), and the owner's low-frequency amplitude of that image reaches every rank in a second
+    all-reduce, so every image on every rank gets the same style (rows are counted in rank order, as
+    ``all_gather`` concatenates them). Runs in float32 without gradients and with autocast disabled, on
+    whatever device the batch is on. The last draw is kept in :attr:`last_ratio` and :attr:`last_index`
+    (the index in the global batch).
+
+    Args:
+        ratio: area ratio ``r`` in [0, 1], or a ``(r_min, r_max)`` range sampled uniformly per call.
+            ``0`` is the identity.
+        mean, std: per-channel normalisation of the input views (``None``: the input is in pixel space).
+    """
+
+    def __init__(
+        self,
+        ratio: float | Sequence[float],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.ratio = _ratio_range(ratio)
+        if (mean is None) != (std is None):
+            raise ValueError("Give both mean and std (the input's normalisation), or neither (pixel-space input).")
+        if mean is not None and std is not None:
+            if len(mean) != len(std):
+                raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}.")
+            if any(float(v) <= 0 for v in std):
+                raise ValueError(f"std must be positive, got {list(std)}.")
+        self.normalized = mean is not None
+        self.register_buffer("mean", torch.tensor([float(m) for m in (mean or [0.0])]), persistent=False)
+        self.register_buffer("std", torch.tensor([float(v) for v in (std or [1.0])]), persistent=False)
+        self.last_ratio: float | None = None
+        self._sizes: list[int] = []
+        self.last_index: int | None = None
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, normalized={self.normalized}"
+
+    def _draw(self, batch: int, device: torch.device) -> tuple[float, int, int | None, int]:
+        """``(r, j, owner rank or None, global batch size)``; ``j`` indexes the global batch."""
+        lo, hi = self.ratio
+        u_r, u_j = float(torch.rand(())), float(torch.rand(()))
+        if not dist.is_distributed():
+            self._sizes = [batch]
+            return lo + (hi - lo) * u_r, min(int(u_j * batch), batch - 1), None, batch
+        world, me = dist.world_size(), dist.rank()
+        local = torch.zeros(world + 2, dtype=torch.float64, device=device)
+        local[me] = batch
+        if me == 0:
+            local[world], local[world + 1] = u_r, u_j
+        summed = dist.all_reduce_sum(local).cpu()
+        self._sizes = [int(v) for v in summed[:world]]
+        total = sum(self._sizes)
+        j = min(int(float(summed[world + 1]) * total), total - 1)
+        owner = next(rank for rank in range(world) if j < total_before(rank + 1, self._sizes))
+        return lo + (hi - lo) * float(summed[world]), j, owner, total
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(
+                f"BatchStylesStandardization expects a float batch [B, C, H, W], got {images.dtype} "
+                f"{tuple(images.shape)}."
+            )
+        B, C, H, W = images.shape
+        if self.normalized and self.mean.numel() not in (1, C):
+            raise ValueError(f"mean/std have {self.mean.numel()} entries for {C}-channel images.")
+        lo, hi = self.ratio
+        r, j, owner, total = self._draw(B, images.device)
+        self.last_ratio, self.last_index = r, j
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            x = images.float()
+            if total < 2 or min(_low_frequency_count(H, r), _low_frequency_count(W, r)) < 1:  # decided on the host
+                return x.clone() if x is images else x
+            mask = low_frequency_mask(H, W, r, device=x.device)
+            if self.normalized:
+                mean = self.mean.to(x.device).view(1, -1, 1, 1)
+                std = self.std.to(x.device).view(1, -1, 1, 1)
+                x = x * std + mean
+            spec = torch.fft.fft2(x)
+            if owner is None:  # one process
+                style = spec[j : j + 1].abs()
+            else:  # the owner's amplitude, summed with zeros from the other ranks
+                style = torch.zeros_like(spec[:1].real)
+                if dist.rank() == owner:
+                    local_j = j - total_before(owner, self._sizes)
+                    style = spec[local_j : local_j + 1].abs()
+                style = dist.all_reduce_sum(style.contiguous())
+            styled = torch.polar(style.expand_as(spec), spec.angle())
+            out = torch.fft.ifft2(torch.where(mask, styled, spec)).real
+            if self.normalized:
+                out = (out - mean) / std
+            return out.contiguous()
+

@@ -10,13 +10,28 @@ from lightning_ssl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from lightning_ssl.losses.cca_ssg import CCASSGLoss, cca_ssg_loss
 from lightning_ssl.losses.chamfer import ChamferDistance, chamfer_distance
 from lightning_ssl.losses.byol import BYOLLoss, NegativeCosineSimilarity, byol_loss, negative_cosine_similarity
+from lightning_ssl.losses.groco import GroCoLoss, groco_loss, odd_even_sort
+from lightning_ssl.losses.mae import MAELoss, mae_loss, norm_pix_target
+from lightning_ssl.losses.mixed_barlow_twins import MixedBarlowTwinsLoss, mix_images, mixed_barlow_twins_loss
 from lightning_ssl.losses.dino import DINOLoss, dino_teacher_temperature
 from lightning_ssl.losses.moco import MoCoV3Loss, mocov3_loss
 from lightning_ssl.losses.nt_xent import NTXentLoss, nt_xent_loss
 from lightning_ssl.losses.sce import scaled_cosine_error
+from lightning_ssl.losses.supcon import SupConLoss, supcon_loss
 from lightning_ssl.losses.vicreg import VICRegLoss, vicreg_loss
 
 __all__ = [
+    "GroCoLoss",
+    "MAELoss",
+    "MixedBarlowTwinsLoss",
+    "SupConLoss",
+    "groco_loss",
+    "mae_loss",
+    "mix_images",
+    "mixed_barlow_twins_loss",
+    "norm_pix_target",
+    "odd_even_sort",
+    "supcon_loss",
     "BYOLLoss",
     "BarlowTwinsLoss",
     "CCASSGLoss",

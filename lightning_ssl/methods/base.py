@@ -23,12 +23,25 @@ from lightning_ssl import distributed as dist
 from lightning_ssl.data.batch import SSLBatch
 from lightning_ssl.optim import (
     LR_SCALING_RULES,
+    LR_SCHEDULES,
     OPTIMIZERS,
+    InfiniteSchedule,
     WarmupCosineSchedule,
+    check_infinite_options,
     build_optimizer,
     param_groups_no_weight_decay,
     scale_learning_rate,
 )
+
+
+def encoder_spec(encoder: nn.Module) -> dict[str, Any]:
+    """What a checkpoint records of its encoder (``checkpoint["lightning_ssl_encoder"]``): the class and,
+    where the encoder has them, ``name``, ``in_chans`` and ``small_stem``; export and evaluation read it."""
+    spec: dict[str, Any] = {"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}"}
+    for key in ("name", "in_chans", "small_stem"):
+        if hasattr(encoder, key):
+            spec[key] = getattr(encoder, key)
+    return spec
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,6 +95,15 @@ class SSLMethod(L.LightningModule):
         lr_scaling: ``"none"`` (default), ``"linear"`` (lr x B/256, Goyal et al. 2017) or ``"sqrt"``;
             B is the global batch size. The scaled value is logged as ``train/lr_scaled``.
         reference_batch_size: the B in the scaling rule's denominator.
+        lr_schedule: ``"warmup_cosine"`` (default; the above) or ``"infinite"``: warm-up, cosine cooldown
+            to a constant level, constant phase, final annealing (Ibrahim et al. 2024; for continual
+            pre-training, Singh et al. 2025; :class:`~lightning_ssl.optim.InfiniteSchedule`).
+        infinite_schedule: options of the infinite schedule (only with ``lr_schedule: infinite``):
+            ``cooldown_fraction`` / ``cooldown_steps``, ``anneal_fraction`` / ``anneal_steps``,
+            ``warmup_fraction`` / ``warmup_steps`` (default: ``warmup_epochs``), ``constant_factor``
+            and ``min_factor`` (of ``lr``), ``annealing`` (``"exponential"`` or ``"linear"``) and
+            ``start_phase``: ``"constant"`` for a continual run resumed from a constant-phase
+            checkpoint (no warm-up, no cooldown). See :func:`~lightning_ssl.optim.check_infinite_options`.
     """
 
     #: number of leading views a training batch must carry
@@ -105,6 +127,8 @@ class SSLMethod(L.LightningModule):
         lr_scaling: str = "none",
         reference_batch_size: int = 256,
         exclude_bias_and_norm: bool = True,
+        lr_schedule: str = "warmup_cosine",
+        infinite_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(encoder, nn.Module):
@@ -118,6 +142,15 @@ class SSLMethod(L.LightningModule):
             raise ValueError(f"Unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}.")
         if lr_scaling not in LR_SCALING_RULES:
             raise ValueError(f"Unknown lr_scaling {lr_scaling!r}; valid rules: {', '.join(LR_SCALING_RULES)}.")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {lr_schedule!r}; valid schedules: {', '.join(LR_SCHEDULES)}.")
+        if infinite_schedule is not None and lr_schedule != "infinite":
+            raise ValueError(
+                f"infinite_schedule is set but lr_schedule is {lr_schedule!r}: set lr_schedule: infinite to use it, "
+                "or remove infinite_schedule."
+            )
+        if lr_schedule == "infinite":
+            check_infinite_options(infinite_schedule)  # fail at construction, before any data is read
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
         self.projector: nn.Module = nn.Identity()
@@ -327,9 +360,9 @@ class SSLMethod(L.LightningModule):
 
     def build_optimizer_and_schedule(
         self, lr: float, total_steps: int, steps_per_epoch: float
-    ) -> tuple[torch.optim.Optimizer, WarmupCosineSchedule]:
-        """The optimizer (weight decay off for biases and norms) and the per-step warm-up + cosine
-        schedule; also usable outside a Trainer (``bench/throughput.py``'s bare loop)."""
+    ) -> tuple[torch.optim.Optimizer, WarmupCosineSchedule | InfiniteSchedule]:
+        """The optimizer (weight decay off for biases and norms) and the per-step warm-up + cosine (or
+        infinite) schedule; also usable outside a Trainer (``bench/throughput.py``'s bare loop)."""
         hp = self.hparams
         if hp.exclude_bias_and_norm:
             groups = param_groups_no_weight_decay(self, hp.weight_decay)
@@ -337,6 +370,8 @@ class SSLMethod(L.LightningModule):
             groups = [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
         optimizer = build_optimizer(hp.optimizer, groups, lr=lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
         warmup = min(total_steps, int(round(hp.warmup_epochs * steps_per_epoch)))
+        if hp.get("lr_schedule", "warmup_cosine") == "infinite":
+            return optimizer, InfiniteSchedule.from_options(optimizer, total_steps, hp.infinite_schedule, warmup)
         schedule = WarmupCosineSchedule(optimizer, warmup_steps=warmup, total_steps=total_steps,
                                         final_factor=hp.min_lr_factor)
         return optimizer, schedule
@@ -358,9 +393,5 @@ class SSLMethod(L.LightningModule):
 
     # ------------------------------------------------------------------ export metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        spec = {"class": f"{type(self.encoder).__module__}.{type(self.encoder).__qualname__}"}
-        for key in ("name", "in_chans", "small_stem"):
-            if hasattr(self.encoder, key):
-                spec[key] = getattr(self.encoder, key)
-        checkpoint["lightning_ssl_encoder"] = spec
+        checkpoint["lightning_ssl_encoder"] = encoder_spec(self.encoder)
 

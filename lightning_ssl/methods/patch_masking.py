@@ -1,5 +1,5 @@
-"""Helpers shared by the masked-patch methods (Point-MAE, masked feature modelling): the encoder check,
-the random patch mask and the pooled embedding of visible tokens."""
+"""Helpers shared by the masked-patch methods (Point-MAE, masked feature modelling, MAE): the encoder check,
+the random patch mask, the pooled embedding of visible tokens and image patchify / unpatchify."""
 
 from __future__ import annotations
 
@@ -53,3 +53,25 @@ def gather_rows(x: Tensor, keep: Tensor) -> Tensor:
 def pool_tokens(tokens: Tensor) -> Tensor:
     """``cat(mean, max)`` over tokens ``[B, M, D] -> [B, 2D]``: Point-MAE's frozen global feature."""
     return torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)
+
+
+def patchify(images: Tensor, patch_size: tuple[int, int]) -> Tensor:
+    """Images ``[B, C, H, W]`` -> non-overlapping patches ``[B, L, ph * pw * C]``, row-major over the grid,
+    pixels ordered ``(ph, pw, C)`` within a patch (MAE's ``patchify``)."""
+    b, c, h, w = images.shape
+    ph, pw = patch_size
+    if h % ph or w % pw:
+        raise ValueError(f"Image size {h}x{w} is not divisible by the patch size {ph}x{pw}; resize or crop the images "
+                         "(data.image_size) or choose a patch size that divides them.")
+    x = images.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, (h // ph) * (w // pw), ph * pw * c)
+
+
+def unpatchify(patches: Tensor, patch_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`patchify`: ``[B, L, ph * pw * C]`` -> ``[B, C, H, W]``."""
+    (ph, pw), (h, w) = patch_size, image_size
+    b, n, d = patches.shape
+    if n != (h // ph) * (w // pw) or d % (ph * pw):
+        raise ValueError(f"{n} patches of {d} values do not tile a {h}x{w} image with {ph}x{pw} patches.")
+    x = patches.reshape(b, h // ph, w // pw, ph, pw, d // (ph * pw)).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, -1, h, w)

@@ -27,7 +27,7 @@ class CaptureOutputs(Callback):
 def test_methods_registry_is_complete():
     assert set(METHODS) == {"SimCLR", "MoCoV3", "BYOL", "SimSiam", "BarlowTwins", "VICReg", "DINO",
                             "CCASSG", "DGI", "GraphMAE", "PointMAE", "MaskedFeatureModeling",
-                            "EEGFormer"}
+                            "EEGFormer", "MixedBarlowTwins", "MYOW", "GroCo", "SupCon", "MAE"}
     for name, cls in METHODS.items():
         assert cls.__name__ == name
 

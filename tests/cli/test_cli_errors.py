@@ -78,7 +78,7 @@ def test_unknown_dataset_through_the_cli() -> None:
 
 
 def test_unknown_recipe_through_the_cli() -> None:
-    with pytest.raises(ValueError, match=r"Unknown recipe 'simclrr'. Valid recipes: \['simclr', 'byol', 'dino'\]"):
+    with pytest.raises(ValueError, match=r"Unknown recipe 'simclrr'. Valid recipes: \['simclr', 'byol', 'dino', 'mae'\]"):
         SSLCLI(args=["fit", "--config", str(CONFIG), *FAST, "--data.init_args.recipe", "simclrr"])
 
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lightning_ssl.distributed import gather_with_grad
 
-__all__ = ["barlow_twins_loss", "BarlowTwinsLoss", "cross_correlation"]
+__all__ = ["barlow_twins_loss", "BarlowTwinsLoss", "cross_correlation", "redundancy_reduction"]
 
 
 def _batch_norm(z: Tensor, eps: float) -> Tensor:
@@ -48,7 +48,11 @@ def barlow_twins_loss(
     """
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"z1 and z2 must both be [N, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    c = cross_correlation(z1, z2, gather=gather)
+    return redundancy_reduction(cross_correlation(z1, z2, gather=gather), lambda_offdiag)
+
+
+def redundancy_reduction(c: Tensor, lambda_offdiag: float = 0.0051) -> Tensor:
+    """``sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2`` of a ``[D, D]`` cross-correlation matrix."""
     diag = torch.diagonal(c)
     on_diag = (1 - diag).pow(2).sum()
     off_diag = c.pow(2).masked_fill(torch.eye(c.shape[0], dtype=torch.bool, device=c.device), 0).sum()

@@ -179,7 +179,8 @@ class SSLMethod(L.LightningModule):
         return batch.views, {}
 
     def check_views(self, views: list[Any]) -> None:
-        """Called in ``setup`` with the datamodule's view specs (e.g. ``GraphView`` list); raise a clear
+        """Called in ``setup`` with the datamodule's view specs (``dm.views``, e.g. a ``GraphView`` list, or
+        ``dm.view_specs()``, the images' ``ViewSpec`` list); raise a clear
         error when the method cannot use them (DGI needs a corruption view, GraphMAE the clean graph)."""
 
     def compute_loss(self, out: ViewOutputs) -> Tensor | dict[str, Tensor]:
@@ -316,8 +317,11 @@ class SSLMethod(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "check_encoder"):  # modality checks (graph feature width, fan-outs)
             dm.check_encoder(self.encoder, extra_hops=self.extra_hops)
-        if dm is not None and getattr(dm, "views", None) is not None:
-            self.check_views(dm.views)
+        views = getattr(dm, "views", None) if dm is not None else None
+        if views is None and dm is not None and hasattr(dm, "view_specs"):
+            views = dm.view_specs()  # ImageDataModule: one ViewSpec per training view
+        if views is not None:
+            self.check_views(views)
         data_ch = getattr(dm, "num_channels", None)
         enc_ch = getattr(self.encoder, "in_chans", None)
         if data_ch is not None and enc_ch is not None and data_ch != enc_ch:

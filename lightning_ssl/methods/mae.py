@@ -95,12 +95,6 @@ class MAE(SSLMethod):
             module.apply(xavier_init)  # MAE's decoder initialisation
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "views", None) is None and hasattr(dm, "view_specs"):
-            self.check_views(dm.view_specs())  # ImageDataModule: one ViewSpec per training view
-
     def check_views(self, views: list[Any]) -> None:
         if len(views) > 1:
             warnings.warn(f"MAE reads one view per image, but the datamodule makes {len(views)}: the others are "
